@@ -1,0 +1,358 @@
+"""The desired-state model: what Prism should make HAProxy do.
+
+One set of frozen pydantic models validates every way state comes in: the
+``prism.yaml`` file, the REST API and the store. A model that exists is valid:
+names match :mod:`prism.names`, references resolve, ports don't collide.
+Nothing here does I/O.
+
+Shape::
+
+    Spec
+    ├── listeners: Listener(name, bind)            shared listeners, host-matched
+    └── apps: App
+        ├── bind | listener + host                 where its traffic comes in
+        ├── stable                                 the color serving by default
+        ├── check: HealthCheck                     how HAProxy checks servers
+        ├── smoke: Smoke | None                    request sent before a cutover
+        └── colors: Color(name, version, servers: Server(name, host, port))
+
+    Routing(active, previous)                      per app, changed by releases
+    DesiredState(spec, routing, revision)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, TypeVar
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from prism import names
+from prism.errors import InvalidInput
+
+__all__ = [
+    "App",
+    "Color",
+    "DesiredState",
+    "DurationMs",
+    "HealthCheck",
+    "Listener",
+    "Routing",
+    "Server",
+    "Smoke",
+    "Spec",
+    "backend_name",
+    "parse_duration_ms",
+    "parse_model",
+    "split_hostport",
+]
+
+M = TypeVar("M", bound="BaseModel")
+
+_DURATION = re.compile(r"(\d{1,9})(ms|s|m|h)?", re.ASCII)
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, None: 1}
+
+
+def parse_duration_ms(value: object) -> int:
+    """Parse ``500ms``, ``2s``, ``1m``, ``1h`` or a bare integer of milliseconds."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of ms or a string like '2s'")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return value
+    if isinstance(value, str):
+        match = _DURATION.fullmatch(value)
+        if match:
+            return int(match.group(1)) * _UNIT_MS[match.group(2)]
+    raise ValueError("a duration is a number of ms or a string like '500ms', '2s', '1m'")
+
+
+DurationMs = Annotated[int, BeforeValidator(parse_duration_ms)]
+
+
+def _pattern_validator(pattern: re.Pattern[str], what: str) -> BeforeValidator:
+    def validate(value: object) -> str:
+        if not isinstance(value, str) or pattern.fullmatch(value) is None:
+            raise ValueError(f"invalid {what}: must match {pattern.pattern}")
+        return value
+
+    return BeforeValidator(validate)
+
+
+Name = Annotated[str, _pattern_validator(names.NAME, "name")]
+ServerName = Annotated[str, _pattern_validator(names.SERVER_NAME, "server name")]
+Address = Annotated[str, _pattern_validator(names.ADDRESS, "address")]
+Hostname = Annotated[str, _pattern_validator(names.HOSTNAME, "host name")]
+VersionLabel = Annotated[str, _pattern_validator(names.VERSION_LABEL, "version label")]
+HttpPath = Annotated[str, _pattern_validator(names.HTTP_PATH, "HTTP path")]
+Text = Annotated[str, _pattern_validator(names.TEXT, "text")]
+Port = Annotated[int, Field(ge=1, le=65535, strict=True)]
+
+
+def split_hostport(value: object) -> tuple[str, int]:
+    """Split ``host:port`` into a checked host and port; raise ValueError otherwise."""
+    if not isinstance(value, str) or value.count(":") != 1:
+        raise ValueError("expected host:port, e.g. 127.0.0.1:8080")
+    host, _, port_text = value.partition(":")
+    if names.ADDRESS.fullmatch(host) is None:
+        raise ValueError(f"invalid host in {value[:80]!r}")
+    if not port_text.isascii() or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"invalid port in {value[:80]!r}: expected 1..65535")
+    return host, int(port_text)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=False)
+
+
+class HealthCheck(_Frozen):
+    """How HAProxy decides a server may take traffic."""
+
+    path: HttpPath = "/"
+    expect_status: int = Field(default=200, ge=100, le=599, strict=True)
+    inter_ms: DurationMs = Field(default=1000, ge=100, le=3_600_000)
+    rise: int = Field(default=2, ge=1, le=100, strict=True)
+    fall: int = Field(default=3, ge=1, le=100, strict=True)
+
+
+class Smoke(_Frozen):
+    """A request Prism sends through the app's own listener before a cutover.
+
+    The request carries a header that routes it to the target color, so the
+    smoke test exercises the real listener and the new color before any user
+    traffic moves.
+    """
+
+    path: HttpPath = "/"
+    expect_status: int | None = Field(default=200, ge=100, le=599, strict=True)
+    expect_body: Text | None = None
+    timeout_ms: DurationMs = Field(default=2000, ge=10, le=60_000)
+
+
+class Server(_Frozen):
+    """One ``host:port`` in a color's pool."""
+
+    name: ServerName
+    host: Address
+    port: Port
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def _servers_from_shorthand(value: object) -> object:
+    """Accept ``["127.0.0.1:9001", ...]`` as well as full server mappings."""
+    if not isinstance(value, list | tuple):
+        return value
+    out: list[object] = []
+    for index, item in enumerate(value, start=1):
+        if isinstance(item, str):
+            host, port = split_hostport(item)
+            out.append({"name": f"s{index}", "host": host, "port": port})
+        elif isinstance(item, Mapping) and "address" in item and "host" not in item:
+            rest = {k: v for k, v in item.items() if k != "address"}
+            host, port = split_hostport(item["address"])
+            out.append({"name": f"s{index}", **rest, "host": host, "port": port})
+        else:
+            out.append(item)
+    return out
+
+
+class Color(_Frozen):
+    """One version of an app, with its own backend of servers."""
+
+    name: Name
+    version: VersionLabel = "unversioned"
+    servers: Annotated[tuple[Server, ...], BeforeValidator(_servers_from_shorthand)] = ()
+
+    @field_validator("servers")
+    @classmethod
+    def _unique_servers(cls, servers: tuple[Server, ...]) -> tuple[Server, ...]:
+        seen: set[str] = set()
+        for server in servers:
+            if server.name in seen:
+                raise ValueError(f"duplicate server name {server.name!r}")
+            seen.add(server.name)
+        if len(servers) > 1000:
+            raise ValueError("at most 1000 servers per color")
+        return servers
+
+    def server(self, name: str) -> Server:
+        for server in self.servers:
+            if server.name == name:
+                return server
+        raise KeyError(name)
+
+
+class Listener(_Frozen):
+    """A shared listener; apps on it are told apart by their ``host``."""
+
+    name: Name
+    bind: str
+
+    @field_validator("bind")
+    @classmethod
+    def _valid_bind(cls, value: str) -> str:
+        split_hostport(value)
+        return value
+
+
+class App(_Frozen):
+    """One service behind one listener, with its colors."""
+
+    name: Name
+    bind: str | None = None
+    listener: Name | None = None
+    host: Hostname | None = None
+    stable: Name
+    check: HealthCheck = HealthCheck()
+    smoke: Smoke | None = None
+    retries: int = Field(default=3, ge=0, le=10, strict=True)
+    redispatch: bool = True
+    drain_timeout_ms: DurationMs = Field(default=30_000, ge=0, le=3_600_000)
+    colors: tuple[Color, ...]
+
+    @field_validator("bind")
+    @classmethod
+    def _valid_bind(cls, value: str | None) -> str | None:
+        if value is not None:
+            split_hostport(value)
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> App:
+        if (self.bind is None) == (self.listener is None):
+            raise ValueError(f"app {self.name!r}: set exactly one of 'bind' or 'listener'")
+        if self.listener is not None and self.host is None:
+            raise ValueError(f"app {self.name!r}: an app on a shared listener needs a 'host'")
+        if not self.colors:
+            raise ValueError(f"app {self.name!r}: needs at least one color")
+        color_names = [c.name for c in self.colors]
+        if len(set(color_names)) != len(color_names):
+            raise ValueError(f"app {self.name!r}: duplicate color names")
+        if len(color_names) > 32:
+            raise ValueError(f"app {self.name!r}: at most 32 colors")
+        if self.stable not in color_names:
+            raise ValueError(
+                f"app {self.name!r}: stable color {self.stable!r} is not one of {color_names}"
+            )
+        return self
+
+    def color(self, name: str) -> Color:
+        for color in self.colors:
+            if color.name == name:
+                return color
+        from prism.errors import NotFound
+
+        raise NotFound(
+            f"app {self.name!r} has no color {name!r}",
+            hint=f"colors are: {', '.join(c.name for c in self.colors)}",
+        )
+
+    def has_color(self, name: str) -> bool:
+        return any(c.name == name for c in self.colors)
+
+
+class Spec(_Frozen):
+    """Everything a ``prism.yaml`` declares."""
+
+    listeners: tuple[Listener, ...] = ()
+    apps: tuple[App, ...] = ()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Spec:
+        listener_names = [item.name for item in self.listeners]
+        if len(set(listener_names)) != len(listener_names):
+            raise ValueError("duplicate listener names")
+        app_names = [app.name for app in self.apps]
+        if len(set(app_names)) != len(app_names):
+            raise ValueError("duplicate app names")
+        binds: dict[int, str] = {}
+        for owner, bind in [(f"listener {x.name!r}", x.bind) for x in self.listeners] + [
+            (f"app {a.name!r}", a.bind) for a in self.apps if a.bind is not None
+        ]:
+            _, port = split_hostport(bind)
+            if port in binds:
+                raise ValueError(f"{owner} and {binds[port]} both bind port {port}")
+            binds[port] = owner
+        hosts: set[tuple[str, str]] = set()
+        for app in self.apps:
+            if app.listener is None:
+                continue
+            if app.listener not in listener_names:
+                raise ValueError(f"app {app.name!r}: no listener named {app.listener!r}")
+            assert app.host is not None
+            if (app.listener, app.host) in hosts:
+                raise ValueError(f"two apps on listener {app.listener!r} match host {app.host!r}")
+            hosts.add((app.listener, app.host))
+        return self
+
+    def app(self, name: str) -> App:
+        for app in self.apps:
+            if app.name == name:
+                return app
+        from prism.errors import NotFound
+
+        raise NotFound(f"no app named {name[:64]!r}", hint="`prism status` lists the apps")
+
+
+class Routing(_Frozen):
+    """Which color of an app takes traffic now, and which one it came from."""
+
+    active: Name
+    previous: Name | None = None
+
+
+class DesiredState(_Frozen):
+    """A spec, the routing of each of its apps, and the store revision it was read at."""
+
+    spec: Spec = Spec()
+    routing: dict[str, Routing] = {}
+    revision: int = 0
+
+    @model_validator(mode="after")
+    def _routing_matches(self) -> DesiredState:
+        for app in self.spec.apps:
+            routing = self.routing.get(app.name)
+            if routing is not None and not app.has_color(routing.active):
+                raise ValueError(f"app {app.name!r}: routed to unknown color {routing.active!r}")
+        return self
+
+    def routing_for(self, app: App) -> Routing:
+        """The app's routing, defaulting to its stable color."""
+        routing = self.routing.get(app.name)
+        if routing is None or not app.has_color(routing.active):
+            return Routing(active=app.stable)
+        return routing
+
+
+def backend_name(app: str, color: str) -> str:
+    """The HAProxy backend holding ``color``'s servers of ``app`` (names exclude '.')."""
+    return f"{app}.{color}"
+
+
+def parse_model(model: type[M], data: Any, *, source: str = "input") -> M:
+    """Validate ``data`` into ``model``; turn pydantic's errors into one InvalidInput."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_url=False, include_input=False):
+            where = ".".join(str(p) for p in error["loc"]) or "(top)"
+            problems.append(f"{where}: {error['msg']}")
+        raise InvalidInput(
+            f"{source} is not valid: " + "; ".join(problems[:10]),
+            hint="fix the fields named above; nothing was changed",
+            detail={"errors": problems},
+        ) from None

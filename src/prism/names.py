@@ -1,0 +1,58 @@
+"""The strict patterns every name and value must match before Prism uses it.
+
+Anything Prism renders into haproxy.cfg or sends to the Runtime API passes one
+of these checks first. Patterns are anchored with ``fullmatch`` and compiled
+with ``re.ASCII`` so that no newline, ``;``, whitespace, backslash, NUL or
+non-ASCII character can slip through (``$`` alone would accept a trailing
+newline).
+"""
+
+from __future__ import annotations
+
+import re
+
+from prism.errors import InvalidInput
+
+__all__ = [
+    "ADDRESS",
+    "HOSTNAME",
+    "HTTP_PATH",
+    "NAME",
+    "SERVER_NAME",
+    "TEXT",
+    "VERSION_LABEL",
+    "check",
+]
+
+#: apps, colors and listeners: ``blue``, ``shop``, ``web-2``
+NAME = re.compile(r"[a-z][a-z0-9-]{0,31}", re.ASCII)
+#: servers inside a color: ``s1``, ``web-01``, ``10.0.0.1_8080``
+SERVER_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}", re.ASCII)
+#: a DNS name for host matching
+HOSTNAME = re.compile(
+    r"(?=.{1,253}\Z)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*",
+    re.ASCII,
+)
+#: a server or bind host: IPv4 address or DNS name
+ADDRESS = re.compile(
+    r"(?:\d{1,3}(?:\.\d{1,3}){3})|(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*)",
+    re.ASCII,
+)
+#: a version label shown in status: ``v1.4.2``, ``2026-11-22+build.7``
+VERSION_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}", re.ASCII)
+#: an HTTP path used in health and smoke checks
+HTTP_PATH = re.compile(r"/[A-Za-z0-9._~/%?&=+-]{0,255}", re.ASCII)
+#: free text that Prism itself compares against (never sent to HAProxy)
+TEXT = re.compile(r"[\x20-\x7e]{1,256}", re.ASCII)
+
+
+def check(pattern: re.Pattern[str], value: object, what: str) -> str:
+    """Return ``value`` if it is a str fully matching ``pattern``; raise InvalidInput otherwise."""
+    if not isinstance(value, str) or pattern.fullmatch(value) is None:
+        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+        raise InvalidInput(
+            f"invalid {what}: {shown}",
+            hint=f"a {what} must match {pattern.pattern}",
+        )
+    return value

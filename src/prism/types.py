@@ -1,0 +1,152 @@
+"""The interfaces Prism's adapters implement, documented in one place.
+
+* :class:`RuntimeTransport` carries one Runtime API exchange (unix socket,
+  TCP, or an in-memory fake that replays HAProxy replies).
+* :class:`Store` holds desired state as revisioned key/value entries plus an
+  audit log; SQLite implements it now, etcd later. Keys are ``/``-separated
+  paths; values are JSON text. Every commit gets the next revision, like etcd.
+* :class:`Clock` is wall time, monotonic time and sleeping, so the engine can be
+  driven by a fake clock in unit tests.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+__all__ = [
+    "AuditDraft",
+    "AuditRecord",
+    "Clock",
+    "Compare",
+    "Delete",
+    "Entry",
+    "Put",
+    "RuntimeTransport",
+    "Store",
+    "WatchEvent",
+]
+
+
+class RuntimeTransport(Protocol):
+    """One request/response exchange with an HAProxy CLI socket."""
+
+    async def request(self, text: str) -> str:
+        """Send ``text`` (an already validated command, without trailing newline) and
+        return HAProxy's whole reply. Raises RuntimeAPIError on I/O failure."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A stored value and the revisions that created and last modified it."""
+
+    key: str
+    value: str
+    create_revision: int
+    mod_revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    key: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Compare:
+    """Commit only if ``key`` was last modified at ``mod_revision`` (0: must not exist)."""
+
+    key: str
+    mod_revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    kind: Literal["put", "delete"]
+    key: str
+    value: str | None
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class AuditDraft:
+    """What to record about a change: who did what to which app, and why."""
+
+    actor: str
+    action: str
+    app: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """An audit entry as stored: a draft plus its id, revision and time (unix seconds)."""
+
+    id: int
+    revision: int
+    at: float
+    actor: str
+    action: str
+    app: str | None
+    detail: dict[str, Any]
+    reason: str | None
+
+
+class Store(Protocol):
+    """Revisioned desired state plus an audit log.
+
+    * ``commit`` applies puts and deletes atomically, only if every ``Compare``
+      holds (else raises :class:`prism.errors.Conflict` and changes nothing),
+      returns the new revision, and records ``audit`` under that revision.
+    * ``record`` adds an audit entry that changes no state (a refused release);
+      it carries the current revision.
+    * ``watch`` yields every change under ``prefix`` after ``from_revision``,
+      in revision order, then waits for more.
+    """
+
+    async def revision(self) -> int: ...
+
+    async def get(self, key: str) -> Entry | None: ...
+
+    async def list(self, prefix: str) -> list[Entry]: ...
+
+    async def commit(
+        self,
+        ops: Sequence[Put | Delete],
+        *,
+        expect: Sequence[Compare] = (),
+        audit: AuditDraft | None = None,
+    ) -> int: ...
+
+    async def record(self, audit: AuditDraft) -> AuditRecord: ...
+
+    async def audit(
+        self, *, app: str | None = None, limit: int = 100
+    ) -> builtins.list[AuditRecord]:
+        """Audit records, newest first, optionally only those of one app."""
+        ...
+
+    def watch(self, prefix: str, *, from_revision: int) -> AsyncIterator[WatchEvent]: ...
+
+    async def close(self) -> None: ...
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Wall-clock time, unix seconds."""
+        ...
+
+    def monotonic(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
