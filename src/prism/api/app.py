@@ -1,0 +1,168 @@
+"""The FastAPI application. Handlers are thin: they validate, call
+:class:`prism.service.Prism`, and return JSON. Errors map in :mod:`problems`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, Path, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from prism import __version__, names
+from prism.api.problems import install_handlers
+from prism.errors import InvalidInput, Unauthorized
+from prism.model import DurationMs, Spec
+from prism.service import Prism
+
+__all__ = ["create_app"]
+
+_ACTOR = re.compile(r"[A-Za-z0-9._@-]{1,64}", re.ASCII)
+AppName = Annotated[str, Path(description="app name", max_length=64)]
+
+
+class ReleaseRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    to: str = Field(description="color to move all traffic to", max_length=64)
+    reason: str | None = Field(default=None, max_length=500)
+    smoke: bool = Field(default=True, description="run the app's smoke check before switching")
+    drain_timeout: DurationMs | None = Field(default=None, description="e.g. '30s'")
+
+
+class RollbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str | None = Field(default=None, max_length=500)
+    smoke: bool = True
+
+
+class ApplyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    spec: Spec
+    reason: str | None = Field(default=None, max_length=500)
+
+
+def _prism(request: Request) -> Prism:
+    prism: Prism = request.app.state.prism
+    return prism
+
+
+def _name(value: str, what: str) -> str:
+    return names.check(names.NAME, value, what)
+
+
+def _reason(value: str | None) -> str | None:
+    if value is not None and names.TEXT.fullmatch(value) is None:
+        raise InvalidInput("reason must be printable ASCII text of at most 256 characters")
+    return value
+
+
+def actor(
+    request: Request,
+    authorization: Annotated[str | None, Header()] = None,
+    x_prism_actor: Annotated[str | None, Header()] = None,
+) -> str:
+    """Mutations need the bearer token; the actor header names who acts (audit)."""
+    token: str = request.app.state.token
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
+        raise Unauthorized(
+            "a valid bearer token is required for changes",
+            hint="the token is in the state directory's 'token' file, or set PRISM_TOKEN",
+        )
+    if x_prism_actor is None:
+        return "api"
+    if _ACTOR.fullmatch(x_prism_actor) is None:
+        raise InvalidInput("X-Prism-Actor must be 1-64 characters of letters, digits . _ @ -")
+    return x_prism_actor
+
+
+Actor = Annotated[str, Depends(actor)]
+
+
+def create_app(prism: Prism, token: str) -> FastAPI:
+    """The API app over an open Prism node (whose lifespan the caller owns)."""
+    app = FastAPI(
+        title="Prism",
+        version=__version__,
+        description="Safe releases on HAProxy: blue/green, canaries, rainbow deployments.",
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/api/v1/docs",
+        redoc_url=None,
+    )
+    app.state.prism = prism
+    app.state.token = token
+    install_handlers(app)
+
+    v1 = "/api/v1"
+
+    @app.get(f"{v1}/health", tags=["node"])
+    async def health(request: Request) -> dict[str, Any]:
+        """Whether HAProxy runs and desired state is applied."""
+        return {"version": __version__, **await _prism(request).health()}
+
+    @app.get(f"{v1}/apps", tags=["apps"])
+    async def list_apps(request: Request) -> list[dict[str, Any]]:
+        """Every app with routing, colors, servers' exact health and latest release."""
+        return await _prism(request).status()
+
+    @app.get(f"{v1}/apps/{{app}}", tags=["apps"])
+    async def get_app(request: Request, app: AppName) -> dict[str, Any]:
+        """One app's status."""
+        return (await _prism(request).status(_name(app, "app name")))[0]
+
+    @app.get(f"{v1}/config", tags=["config"])
+    async def get_config(request: Request) -> dict[str, Any]:
+        """The desired spec, as `prism apply` takes it."""
+        state = await _prism(request).state()
+        return {"revision": state.revision, "spec": state.spec.model_dump(mode="json")}
+
+    @app.put(f"{v1}/config", tags=["config"])
+    async def put_config(request: Request, body: ApplyRequest, who: Actor) -> dict[str, Any]:
+        """Replace the whole spec: validated, checked with `haproxy -c`, persisted, applied."""
+        return await _prism(request).apply_spec(body.spec, actor=who, reason=_reason(body.reason))
+
+    @app.post(f"{v1}/apps/{{app}}/release", tags=["releases"])
+    async def release(
+        request: Request, app: AppName, body: ReleaseRequest, who: Actor
+    ) -> dict[str, Any]:
+        """Blue/green: gate on the target color, switch, read back, drain the old color."""
+        record = await _prism(request).releases.release(
+            _name(app, "app name"),
+            _name(body.to, "color"),
+            actor=who,
+            reason=_reason(body.reason),
+            smoke=body.smoke,
+            drain_timeout_ms=body.drain_timeout,
+        )
+        return record.model_dump(mode="json")
+
+    @app.post(f"{v1}/apps/{{app}}/rollback", tags=["releases"])
+    async def rollback(
+        request: Request, app: AppName, body: RollbackRequest, who: Actor
+    ) -> dict[str, Any]:
+        """Return to the previous color through the same gates."""
+        record = await _prism(request).releases.rollback(
+            _name(app, "app name"), actor=who, reason=_reason(body.reason), smoke=body.smoke
+        )
+        return record.model_dump(mode="json")
+
+    @app.get(f"{v1}/apps/{{app}}/history", tags=["apps"])
+    async def app_history(
+        request: Request, app: AppName, limit: Annotated[int, Query(ge=1, le=10_000)] = 50
+    ) -> list[dict[str, Any]]:
+        """The app's audit log, newest first."""
+        return await _prism(request).history(_name(app, "app name"), limit)
+
+    @app.get(f"{v1}/history", tags=["node"])
+    async def history(
+        request: Request, limit: Annotated[int, Query(ge=1, le=10_000)] = 50
+    ) -> list[dict[str, Any]]:
+        """The whole audit log, newest first."""
+        return await _prism(request).history(None, limit)
+
+    return app

@@ -1,0 +1,225 @@
+"""The apply path for one local HAProxy: disk first, then runtime, then read-back.
+
+1. Render desired state (pure) and plan against what is live.
+2. Reload path: render into ``staging/`` and run ``haproxy -c`` there, then
+   write maps and config atomically, then reload through the master CLI. If
+   the reload is refused, the previous files are put back, so a later restart
+   still reads the last good state.
+3. Runtime path: write each changed map file first (a reload or restart will
+   read it), then send the change (``set map`` or a map transaction).
+4. Read back every map with ``show map`` and compare with desired state; a
+   mismatch is raised as :class:`prism.errors.Drift`, never ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+from prism.errors import ConfigRejected, Drift, PrismError
+from prism.files import read_text, remove, write_atomic
+from prism.haproxy import commands
+from prism.haproxy.runtime import RuntimeClient
+from prism.haproxy.supervisor import Supervisor
+from prism.model import DesiredState
+from prism.paths import StatePaths
+from prism.plan import MapReplace, MapSet, Plan, parse_map_text, plan
+from prism.render import RenderedFiles, RenderSettings, render
+from prism.serverstate import desired_addresses, filter_server_state
+
+__all__ = ["Applier", "ApplyReport"]
+
+log = logging.getLogger("prism.apply")
+
+
+@dataclass(frozen=True)
+class ApplyReport:
+    """What one apply did."""
+
+    revision: int
+    mode: str  # "reload", "runtime" or "none"
+    operations: list[str] = field(default_factory=list)
+    duration_ms: float = 0.0
+
+
+class Applier:
+    """Makes the local HAProxy match desired state. One apply runs at a time."""
+
+    def __init__(
+        self,
+        paths: StatePaths,
+        settings: RenderSettings,
+        supervisor: Supervisor,
+        runtime: RuntimeClient,
+    ) -> None:
+        self.paths = paths
+        self.settings = settings
+        self.supervisor = supervisor
+        self.runtime = runtime
+        self.applied_revision = 0
+        self.last_error: str | None = None
+        self._lock = asyncio.Lock()
+        # The servers HAProxy is about to load; saved state of any other is dropped.
+        self._addresses: dict[tuple[str, str], tuple[str, int]] = {}
+
+    def render(self, state: DesiredState) -> RenderedFiles:
+        return render(state, self.paths, self.settings)
+
+    async def preflight(self, state: DesiredState) -> RenderedFiles:
+        """Render into the staging directory and run ``haproxy -c`` on it.
+
+        Raises ConfigRejected with HAProxy's words; nothing live is touched.
+        """
+        staging = StatePaths(self.paths.staging)
+        files = render(state, staging, self.settings)
+        _write_files(staging, files)
+        await self.supervisor.check(staging.config)
+        return files
+
+    async def write_initial(self, state: DesiredState) -> None:
+        """Before HAProxy first starts: checked files on disk (map files must exist)."""
+        async with self._lock:
+            await self.preflight(state)
+            _write_files(self.paths, self.render(state))
+            self.prepare_start(state)
+
+    async def apply(self, state: DesiredState) -> ApplyReport:
+        """Converge the local HAProxy on ``state``; see the module docstring."""
+        async with self._lock:
+            started = time.perf_counter()
+            try:
+                report = await self._apply(state)
+            except PrismError as exc:
+                self.last_error = str(exc)
+                raise
+            self.last_error = None
+            self.applied_revision = state.revision
+            return ApplyReport(
+                report.revision,
+                report.mode,
+                report.operations,
+                round((time.perf_counter() - started) * 1000, 3),
+            )
+
+    async def _apply(self, state: DesiredState) -> ApplyReport:
+        files = self.render(state)
+        live_maps = await self._runtime_maps(files)
+        the_plan = plan(read_text(self.paths.config), live_maps, files.config, files.maps)
+        if the_plan.reload or not self.supervisor.running:
+            await self._reload(state, files)
+            await self._verify(files)
+            return ApplyReport(state.revision, "reload", ["reload"])
+        if the_plan.empty:
+            return ApplyReport(state.revision, "none")
+        operations = await self._runtime(files, the_plan)
+        await self._verify(files)
+        return ApplyReport(state.revision, "runtime", operations)
+
+    async def _runtime_maps(self, files: RenderedFiles) -> dict[str, list[tuple[str, str]]]:
+        """What HAProxy holds now for each map the rendered files name."""
+        held: dict[str, list[tuple[str, str]]] = {}
+        if not self.supervisor.running:
+            return held
+        for name in files.maps:
+            path = self.paths.maps / name
+            try:
+                held[name] = [(e.key, e.value) for e in await self.runtime.show_map(str(path))]
+            except PrismError:
+                # A map HAProxy does not know yet arrives with the reload that adds it.
+                continue
+        return held
+
+    async def _reload(self, state: DesiredState, files: RenderedFiles) -> None:
+        await self.preflight(state)
+        previous = _snapshot(self.paths)
+        _write_files(self.paths, files)
+        self.prepare_start(state)
+        try:
+            if self.supervisor.running:
+                await self.supervisor.reload()
+            else:
+                await self.supervisor.start()
+        except ConfigRejected:
+            _restore(self.paths, previous, files)
+            raise
+        for stale in set(previous.maps) - set(files.maps):
+            remove(self.paths.maps / stale)
+
+    async def _runtime(self, files: RenderedFiles, the_plan: Plan) -> list[str]:
+        operations: list[str] = []
+        for name, change in the_plan.map_changes.items():
+            path = self.paths.maps / name
+            write_atomic(path, files.maps[name])  # disk first: a reload must not undo this
+            if isinstance(change, MapSet):
+                await self.runtime.set_map(str(path), change.key, change.value)
+                operations.append(f"set map {name} {change.key} {change.value}")
+            else:
+                assert isinstance(change, MapReplace)
+                await self.runtime.replace_map(str(path), list(change.entries))
+                operations.append(f"commit map {name} ({len(change.entries)} entries)")
+        return operations
+
+    async def _verify(self, files: RenderedFiles) -> None:
+        """Read every map back from HAProxy; disagreement is drift."""
+        problems = []
+        for name, text in sorted(files.maps.items()):
+            path = self.paths.maps / name
+            held = [(e.key, e.value) for e in await self.runtime.show_map(str(path))]
+            if tuple(held) != parse_map_text(text):
+                problems.append(f"{name}: HAProxy holds {held[:5]}, desired {text.strip()[:200]!r}")
+        if problems:
+            raise Drift(
+                "read-back disagrees with desired state: " + "; ".join(problems),
+                hint="the next apply will try again; check the HAProxy log in the state directory",
+                detail={"drift": problems},
+            )
+
+    def prepare_start(self, state: DesiredState) -> None:
+        """Before HAProxy (re)reads the server-state file: keep only still-valid lines."""
+        self._addresses = desired_addresses(state)
+        text = read_text(self.paths.server_state)
+        if text is not None:
+            write_atomic(
+                self.paths.server_state,
+                filter_server_state(text, self._addresses),
+                mode=0o600,
+            )
+
+    async def save_server_state(self) -> None:
+        """Dump ``show servers state`` where the reload about to happen will load it."""
+        text = await self.runtime.execute(commands.show_servers_state())
+        write_atomic(
+            self.paths.server_state, filter_server_state(text, self._addresses), mode=0o600
+        )
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    config: str | None
+    maps: dict[str, str]
+
+
+def _snapshot(paths: StatePaths) -> _Snapshot:
+    maps = {}
+    if paths.maps.is_dir():
+        maps = {p.name: p.read_text(encoding="utf-8") for p in paths.maps.glob("*.map")}
+    return _Snapshot(read_text(paths.config), maps)
+
+
+def _restore(paths: StatePaths, snapshot: _Snapshot, failed: RenderedFiles) -> None:
+    log.warning("reload refused; restoring the previous configuration files")
+    for name, text in snapshot.maps.items():
+        write_atomic(paths.maps / name, text)
+    for name in set(failed.maps) - set(snapshot.maps):
+        remove(paths.maps / name)
+    if snapshot.config is not None:
+        write_atomic(paths.config, snapshot.config, mode=0o600)
+
+
+def _write_files(paths: StatePaths, files: RenderedFiles) -> None:
+    """Maps first (the config names them), then the config."""
+    for name, text in sorted(files.maps.items()):
+        write_atomic(paths.maps / name, text)
+    write_atomic(paths.config, files.config, mode=0o600)

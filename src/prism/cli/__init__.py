@@ -1,0 +1,3 @@
+"""The ``prism`` command line."""
+
+__all__: list[str] = []

@@ -1,0 +1,131 @@
+"""The CLI's view of a Prism server: where it is, its token, and its API.
+
+Problem responses are turned back into the matching :class:`PrismError`
+subclass, so a CLI command exits with the same code the server's error
+carries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from prism import errors
+from prism.errors import PrismError, Unavailable
+from prism.files import read_text
+from prism.service import default_state_dir
+
+__all__ = ["ApiClient", "Target", "locate"]
+
+DEFAULT_URL = "http://127.0.0.1:7070"
+
+_BY_TITLE: dict[str, type[PrismError]] = {
+    cls.title: cls
+    for cls in (
+        errors.InvalidInput,
+        errors.UnsafeArgument,
+        errors.NotFound,
+        errors.Conflict,
+        errors.IllegalTransition,
+        errors.GateFailed,
+        errors.Unauthorized,
+        errors.HAProxyError,
+        errors.HAProxyNotFound,
+        errors.ConfigRejected,
+        errors.RuntimeAPIError,
+        errors.Drift,
+        errors.StoreError,
+        errors.Unavailable,
+    )
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    url: str
+    token: str | None
+
+
+def locate(url: str | None, token: str | None, state_dir: Path | None) -> Target:
+    """Find the server: --url, $PRISM_URL, the state dir's server.json, then the default.
+
+    The token comes from --token, $PRISM_TOKEN, or the serving state dir's token file.
+    """
+    root = state_dir or default_state_dir()
+    info: dict[str, Any] = {}
+    text = read_text(root / "server.json")
+    if text:
+        try:
+            info = json.loads(text)
+        except ValueError:
+            info = {}
+    resolved_url = url or os.environ.get("PRISM_URL") or info.get("url") or DEFAULT_URL
+    resolved_token = token or os.environ.get("PRISM_TOKEN")
+    if resolved_token is None:
+        token_dir = Path(info["state_dir"]) if "state_dir" in info else root
+        try:
+            resolved_token = (read_text(token_dir / "token") or "").strip() or None
+        except PermissionError:
+            resolved_token = None
+    return Target(str(resolved_url).rstrip("/"), resolved_token)
+
+
+class ApiClient:
+    """Async client of ``/api/v1``."""
+
+    def __init__(self, target: Target, *, timeout: float = 120.0) -> None:
+        self.target = target
+        headers = {"X-Prism-Actor": _actor()}
+        if target.token:
+            headers["Authorization"] = f"Bearer {target.token}"
+        self._client = httpx.AsyncClient(
+            base_url=f"{target.url}/api/v1", headers=headers, timeout=timeout, trust_env=False
+        )
+
+    async def __aenter__(self) -> ApiClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self._client.aclose()
+
+    async def request(self, method: str, path: str, body: Any = None) -> Any:
+        try:
+            reply = await self._client.request(method, path, json=body)
+        except httpx.HTTPError as exc:
+            raise Unavailable(
+                f"cannot reach Prism at {self.target.url}: {type(exc).__name__}",
+                hint="start `prism serve` or `prism demo`, or point --url / PRISM_URL at it",
+            ) from exc
+        if reply.is_success:
+            return reply.json()
+        raise _error_from(reply)
+
+    async def get(self, path: str) -> Any:
+        return await self.request("GET", path)
+
+
+def _error_from(reply: httpx.Response) -> PrismError:
+    try:
+        body = reply.json()
+    except ValueError:
+        body = {"detail": reply.text[:500]}
+    if not isinstance(body, dict):
+        body = {"detail": str(body)[:500]}
+    cls = _BY_TITLE.get(str(body.get("title")), PrismError)
+    extra = {
+        k: v for k, v in body.items() if k not in ("type", "title", "status", "detail", "hint")
+    }
+    return cls(
+        str(body.get("detail") or f"HTTP {reply.status_code}"), hint=body.get("hint"), detail=extra
+    )
+
+
+def _actor() -> str:
+    user = os.environ.get("USER") or os.environ.get("LOGNAME") or "cli"
+    safe = "".join(c for c in user if c.isascii() and (c.isalnum() or c in "._@-"))[:64]
+    return safe or "cli"

@@ -1,0 +1,285 @@
+"""``prism``: the command line. Every command is a thin sync edge over async code
+(``asyncio.run``); every error leaves through :func:`_fail`, the one place that
+maps :class:`PrismError` to a message and an exit code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, NoReturn, ParamSpec, TypeVar
+
+import click
+import yaml
+
+from prism import __version__
+from prism.cli.client import ApiClient, locate
+from prism.cli.output import echo_json, format_history, format_release, format_status
+from prism.errors import InvalidInput, PrismError
+from prism.model import Spec, parse_model
+
+__all__ = ["main"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _fail(error: PrismError) -> NoReturn:
+    click.echo(f"error: {error.message}", err=True)
+    if error.hint:
+        click.echo(f"  hint: {error.hint}", err=True)
+    for problem in (
+        error.detail.get("errors", [])[1:] if len(error.detail.get("errors", [])) > 1 else []
+    ):
+        click.echo(f"  - {problem}", err=True)
+    sys.exit(error.exit_code)
+
+
+def handles_errors(fn: Callable[P, T]) -> Callable[P, T]:
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except PrismError as exc:
+            _fail(exc)
+
+    return wrapper
+
+
+def run(coro: Awaitable[T]) -> T:
+    async def main() -> T:
+        return await coro
+
+    return asyncio.run(main())
+
+
+class Ctx:
+    def __init__(self, url: str | None, token: str | None, state_dir: Path | None) -> None:
+        self.url, self.token, self.state_dir = url, token, state_dir
+
+    def client(self) -> ApiClient:
+        return ApiClient(locate(self.url, self.token, self.state_dir))
+
+    async def call(self, method: str, path: str, body: Any = None) -> Any:
+        async with self.client() as api:
+            return await api.request(method, path, body)
+
+
+pass_ctx = click.make_pass_decorator(Ctx)
+json_option = click.option("--json", "as_json", is_flag=True, help="print the API's JSON answer")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="prism")
+@click.option("--url", envvar="PRISM_URL", help="Prism server URL [env PRISM_URL]")
+@click.option("--token", envvar="PRISM_TOKEN", help="API bearer token [env PRISM_TOKEN]")
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    envvar="PRISM_STATE_DIR",
+    help="state directory [env PRISM_STATE_DIR; default ~/.local/state/prism]",
+)
+@click.pass_context
+def cli(ctx: click.Context, url: str | None, token: str | None, state_dir: Path | None) -> None:
+    """Prism: safe releases on HAProxy — blue/green, canaries, rainbow deployments."""
+    ctx.obj = Ctx(url, token, state_dir)
+
+
+@cli.command()
+@json_option
+@click.argument("app", required=False)
+@pass_ctx
+@handles_errors
+def status(ctx: Ctx, app: str | None, as_json: bool) -> None:
+    """Show apps: active color, colors, servers' exact health, last release."""
+    answer = run(ctx.call("GET", f"/apps/{app}" if app else "/apps"))
+    apps = [answer] if app else answer
+    echo_json(answer) if as_json else click.echo(format_status(apps))
+
+
+@cli.command()
+@json_option
+@pass_ctx
+@handles_errors
+def health(ctx: Ctx, as_json: bool) -> None:
+    """Show whether HAProxy runs and desired state is applied."""
+    answer = run(ctx.call("GET", "/health"))
+    if as_json:
+        echo_json(answer)
+        return
+    h = answer["haproxy"]
+    click.echo(
+        f"{answer['status']}: HAProxy {h['version']} "
+        + (f"running (pid {h['pid']}, {h['restarts']} restarts)" if h["running"] else "NOT running")
+        + f"; revision {answer['desired_revision']} desired, {answer['applied_revision']} applied"
+        + f"\nstats: {h['admin_url']}  metrics: {h['metrics_url']}"
+        + (f"\nlast error: {answer['last_error']}" if answer["last_error"] else "")
+    )
+
+
+def load_spec_file(path: Path) -> Spec:
+    """Read and validate a prism.yaml; the API validates again, identically."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc.strerror}") from exc
+    if len(raw) > 10_000_000:
+        raise InvalidInput(f"{path} is larger than 10 MB")
+    try:
+        data = yaml.safe_load(raw.decode("utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"{path} is not valid YAML: {str(exc)[:300]}") from None
+    return parse_model(Spec, data if data is not None else {}, source=str(path))
+
+
+@cli.command()
+@click.option(
+    "-f", "--file", "file", required=True, type=click.Path(path_type=Path, dir_okay=False)
+)
+@click.option("--reason", help="why (kept in the audit log)")
+@json_option
+@pass_ctx
+@handles_errors
+def apply(ctx: Ctx, file: Path, reason: str | None, as_json: bool) -> None:
+    """Make the desired state what FILE (prism.yaml) declares."""
+    spec = load_spec_file(file)
+    body = {"spec": spec.model_dump(mode="json"), "reason": reason}
+    answer = run(ctx.call("PUT", "/config", body))
+    if as_json:
+        echo_json(answer)
+        return
+    changes = answer["changes"]
+    if answer["mode"] == "none":
+        click.echo(f"no changes (revision {answer['revision']})")
+        return
+    summary = "; ".join(f"{k}: {', '.join(v)}" for k, v in changes.items() if v)
+    click.echo(f"applied revision {answer['revision']} by {answer['mode']}: {summary}")
+
+
+@cli.command()
+@click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml")
+@pass_ctx
+@handles_errors
+def config(ctx: Ctx, fmt: str) -> None:
+    """Print the desired spec, in the form `prism apply -f` takes."""
+    answer = run(ctx.call("GET", "/config"))
+    if fmt == "json":
+        echo_json(answer["spec"])
+    else:
+        click.echo(yaml.safe_dump(answer["spec"], sort_keys=False), nl=False)
+
+
+@cli.command()
+@click.argument("app")
+@click.option("--to", "to", required=True, help="the color to move all traffic to")
+@click.option("--reason", help="why (kept in the audit log)")
+@click.option("--no-smoke", is_flag=True, help="skip the app's smoke check")
+@click.option("--drain-timeout", help="how long to wait for the old color to drain, e.g. 30s")
+@json_option
+@pass_ctx
+@handles_errors
+def release(
+    ctx: Ctx,
+    app: str,
+    to: str,
+    reason: str | None,
+    no_smoke: bool,
+    drain_timeout: str | None,
+    as_json: bool,
+) -> None:
+    """Blue/green: move all of APP's traffic to a color once it is healthy."""
+    body: dict[str, Any] = {"to": to, "reason": reason, "smoke": not no_smoke}
+    if drain_timeout is not None:
+        body["drain_timeout"] = drain_timeout
+    answer = run(ctx.call("POST", f"/apps/{_path(app)}/release", body))
+    echo_json(answer) if as_json else click.echo(format_release(answer))
+
+
+@cli.command()
+@click.argument("app")
+@click.option("--reason", help="why (kept in the audit log)")
+@click.option("--no-smoke", is_flag=True, help="skip the app's smoke check")
+@json_option
+@pass_ctx
+@handles_errors
+def rollback(ctx: Ctx, app: str, reason: str | None, no_smoke: bool, as_json: bool) -> None:
+    """Return APP to the color it served before its last release."""
+    body = {"reason": reason, "smoke": not no_smoke}
+    answer = run(ctx.call("POST", f"/apps/{_path(app)}/rollback", body))
+    echo_json(answer) if as_json else click.echo(format_release(answer))
+
+
+@cli.command()
+@click.argument("app", required=False)
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@json_option
+@pass_ctx
+@handles_errors
+def history(ctx: Ctx, app: str | None, limit: int, as_json: bool) -> None:
+    """Show the audit log (who, when, what, why), newest first."""
+    path = f"/apps/{_path(app)}/history" if app else "/history"
+    answer = run(ctx.call("GET", f"{path}?limit={limit}"))
+    echo_json(answer) if as_json else click.echo(format_history(answer))
+
+
+def _path(name: str) -> str:
+    """An app name as a URL path segment; the server validates it strictly."""
+    from urllib.parse import quote
+
+    return quote(name, safe="")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="API address")
+@click.option("--port", default=7070, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--admin-port", type=click.IntRange(1, 65535), help="HAProxy stats/metrics port")
+@click.option("--haproxy", "haproxy_path", envvar="PRISM_HAPROXY", help="haproxy binary")
+@click.option("--stop-haproxy", is_flag=True, help="stop HAProxy when Prism exits")
+@pass_ctx
+@handles_errors
+def serve(
+    ctx: Ctx,
+    host: str,
+    port: int,
+    admin_port: int | None,
+    haproxy_path: str | None,
+    stop_haproxy: bool,
+) -> None:
+    """Run the API, the release engine and the local HAProxy.
+
+    HAProxy keeps serving when Prism exits (unless --stop-haproxy); the next
+    `prism serve` on the same state directory adopts it.
+    """
+    from prism.server import ServeOptions, serve_forever
+    from prism.service import ServiceOptions, default_state_dir
+
+    state_dir = ctx.state_dir or default_state_dir()
+    options = ServiceOptions(
+        state_dir=state_dir,
+        haproxy=haproxy_path,
+        admin_port=admin_port,
+        stop_haproxy_on_exit=stop_haproxy,
+    )
+    run(serve_forever(ServeOptions(service=options, host=host, port=port)))
+
+
+@cli.command()
+@click.option("--haproxy", "haproxy_path", envvar="PRISM_HAPROXY", help="haproxy binary")
+@pass_ctx
+@handles_errors
+def demo(ctx: Ctx, haproxy_path: str | None) -> None:
+    """Start HAProxy, three demo backends (blue, green, red) and Prism; Ctrl-C stops all."""
+    from prism.demo.run import run_demo
+
+    run(run_demo(ctx.state_dir, haproxy_path))
+
+
+def main() -> None:
+    cli(prog_name="prism")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

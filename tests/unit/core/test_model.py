@@ -1,0 +1,137 @@
+"""The model accepts well-formed specs and rejects everything else with InvalidInput."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from prism.errors import InvalidInput
+from prism.model import DesiredState, Routing, Spec, parse_duration_ms, parse_model
+
+
+def spec_data(**app: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "name": "shop",
+        "bind": "127.0.0.1:8080",
+        "stable": "blue",
+        "colors": [
+            {"name": "blue", "version": "v1", "servers": ["127.0.0.1:9001"]},
+            {"name": "green", "version": "v2", "servers": ["127.0.0.1:9002"]},
+        ],
+    }
+    base.update(app)
+    return {"apps": [base]}
+
+
+def test_shorthand_servers_get_names() -> None:
+    """`host:port` strings become servers named s1, s2, ..."""
+    spec = parse_model(Spec, spec_data())
+    assert spec.app("shop").color("blue").servers[0].name == "s1"
+    assert spec.app("shop").color("blue").servers[0].address == "127.0.0.1:9001"
+
+
+@pytest.mark.parametrize(
+    ("value", "ms"), [("500ms", 500), ("2s", 2000), ("1m", 60_000), (750, 750), ("15", 15)]
+)
+def test_durations(value: object, ms: int) -> None:
+    """Durations accept ms, s, m and bare integers."""
+    assert parse_duration_ms(value) == ms
+
+
+HOSTILE = [
+    "sh\nop",
+    "shop;show",
+    "shop<<",
+    "sh op",
+    "sh\\op",
+    "sh\x00op",
+    "shöp",
+    "x" * 10_000,
+    "shop\n",
+    "",
+]
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_hostile_app_names_rejected(name: str) -> None:
+    """Newline, ;, <<, space, backslash, NUL, non-ASCII, 10 kB: all rejected."""
+    with pytest.raises(InvalidInput):
+        parse_model(Spec, spec_data(name=name))
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_hostile_color_names_rejected(name: str) -> None:
+    """The same hostile values are rejected as color names."""
+    data = spec_data(stable=name)
+    data["apps"][0]["colors"][0]["name"] = name
+    with pytest.raises(InvalidInput):
+        parse_model(Spec, data)
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        {"check": {"path": "/health z"}},
+        {"check": {"path": "/h\nset map x"}},
+        {"check": {"path": "/#comment"}},
+        {"bind": "127.0.0.1:99999"},
+        {"bind": "127.0.0.1:80;x"},
+        {"smoke": {"expect_body": "a\nb"}},
+    ],
+)
+def test_hostile_fields_rejected(field: dict[str, Any]) -> None:
+    """Check paths, binds and smoke bodies are checked as strictly as names."""
+    with pytest.raises(InvalidInput):
+        parse_model(Spec, spec_data(**field))
+
+
+def test_hostile_version_and_server_rejected() -> None:
+    """Version labels and server addresses cannot carry config syntax."""
+    data = spec_data()
+    data["apps"][0]["colors"][0]["version"] = "v1 # x"
+    with pytest.raises(InvalidInput):
+        parse_model(Spec, data)
+    data = spec_data()
+    data["apps"][0]["colors"][0]["servers"] = ["127.0.0.1:9001\nserver evil 1.2.3.4:80"]
+    with pytest.raises(InvalidInput):
+        parse_model(Spec, data)
+
+
+def test_stable_must_be_a_color() -> None:
+    """A stable color that is not declared is refused with a message naming it."""
+    with pytest.raises(InvalidInput, match="stable color 'purple'"):
+        parse_model(Spec, spec_data(stable="purple"))
+
+
+def test_unknown_fields_rejected() -> None:
+    """A typo in a field name is an error, not silently ignored."""
+    with pytest.raises(InvalidInput, match="stabel"):
+        parse_model(Spec, spec_data(stabel="blue"))
+
+
+def test_port_collisions_rejected() -> None:
+    """Two apps binding the same port are refused."""
+    data = spec_data()
+    data["apps"].append({**data["apps"][0], "name": "cart"})
+    with pytest.raises(InvalidInput, match="both bind port 8080"):
+        parse_model(Spec, data)
+
+
+def test_shared_listener_needs_host() -> None:
+    """An app on a shared listener must say which host it answers."""
+    data = spec_data(bind=None, listener="web")
+    data["listeners"] = [{"name": "web", "bind": "127.0.0.1:80"}]
+    with pytest.raises(InvalidInput, match="needs a 'host'"):
+        parse_model(Spec, data)
+    data["apps"][0]["host"] = "shop.example.com"
+    assert parse_model(Spec, data).app("shop").host == "shop.example.com"
+
+
+def test_routing_defaults_to_stable() -> None:
+    """An app without routing serves its stable color."""
+    spec = parse_model(Spec, spec_data())
+    state = DesiredState(spec=spec)
+    assert state.routing_for(spec.app("shop")).active == "blue"
+    state = DesiredState(spec=spec, routing={"shop": Routing(active="green", previous="blue")})
+    assert state.routing_for(spec.app("shop")).active == "green"

@@ -1,0 +1,137 @@
+"""Pure core: store codec, apply planning, gates and the release phase table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from prism.errors import IllegalTransition
+from prism.gates import health_gate, in_use, smoke_gate
+from prism.model import DesiredState, Routing, Spec, parse_model
+from prism.phases import TERMINAL, TRANSITIONS, Phase, advance
+from prism.plan import MapReplace, MapSet, map_change, parse_map_text, plan
+from prism.state import decode_state, diff_spec, dump, routing_key, spec_ops
+from prism.types import Delete, Entry, Put
+
+
+def make_spec(colors: tuple[str, ...] = ("blue", "green")) -> Spec:
+    return parse_model(
+        Spec,
+        {
+            "apps": [
+                {
+                    "name": "shop",
+                    "bind": "127.0.0.1:8080",
+                    "stable": colors[0],
+                    "colors": [{"name": c, "servers": ["127.0.0.1:9001"]} for c in colors],
+                }
+            ]
+        },
+    )
+
+
+def test_spec_round_trips_through_entries() -> None:
+    """Encoding a spec as entries and decoding it gives the same spec and routing."""
+    spec = make_spec()
+    apps = [Entry("spec/apps/shop", dump(spec.apps[0]), 1, 3)]
+    routing = [Entry("routing/shop", dump(Routing(active="green", previous="blue")), 2, 4)]
+    state = decode_state([], apps, routing, 4)
+    assert state.spec == spec
+    assert state.routing["shop"].active == "green"
+
+
+def test_reapply_keeps_routing_but_drops_it_with_its_color() -> None:
+    """Re-applying a file never undoes a release; removing the active color resets routing."""
+    old = DesiredState(spec=make_spec(), routing={"shop": Routing(active="green", previous="blue")})
+    assert spec_ops(old, make_spec()) == []
+    ops = spec_ops(old, make_spec(("blue", "red")))
+    assert Delete(routing_key("shop")) in ops
+    assert any(isinstance(op, Put) and op.key == "spec/apps/shop" for op in ops)
+
+
+def test_diff_spec_names_changes() -> None:
+    """diff_spec reports added, removed and changed apps by key."""
+    change = diff_spec(make_spec(), make_spec(("blue", "red")))
+    assert change.changed == ("spec/apps/shop",)
+    assert diff_spec(Spec(), make_spec()).added == ("spec/apps/shop",)
+    assert diff_spec(make_spec(), Spec()).removed == ("spec/apps/shop",)
+
+
+def test_single_value_change_is_set_map() -> None:
+    """A blue/green flip of one key is a `set map`, anything else a transaction."""
+    assert map_change([("0:99", "shop.blue")], [("0:99", "shop.green")]) == MapSet(
+        "0:99", "shop.green"
+    )
+    assert map_change([("0:99", "a")], [("0:99", "a")]) is None
+    change = map_change([("0:99", "a")], [("0:49", "a"), ("50:99", "b")])
+    assert change == MapReplace((("0:49", "a"), ("50:99", "b")))
+    assert isinstance(map_change([], [("0:99", "a")]), MapReplace)
+
+
+def test_plan_reloads_only_on_config_change() -> None:
+    """A changed config means reload; equal config with a changed map means runtime ops."""
+    maps = {"shop.weights.map": "0:99 shop.green\n"}
+    assert plan("old", {}, "new", maps).reload
+    p = plan("cfg", {"shop.weights.map": [("0:99", "shop.blue")]}, "cfg", maps)
+    assert not p.reload
+    assert p.map_changes == {"shop.weights.map": MapSet("0:99", "shop.green")}
+    assert plan("cfg", {"shop.weights.map": [("0:99", "shop.green")]}, "cfg", maps).empty
+
+
+def test_parse_map_text_skips_comments() -> None:
+    """Map files may carry comments and blank lines."""
+    assert parse_map_text("# x\n\n0:49 a\n50:99 b\n") == (("0:49", "a"), ("50:99", "b"))
+
+
+@dataclass
+class Row:
+    proxy: str
+    server: str
+    status: str
+    scur: int = 0
+
+
+def test_health_gate_is_exact() -> None:
+    """Only exactly UP passes: UP 1/2, DOWN, MAINT, DRAIN and no servers all refuse."""
+    assert health_gate([Row("shop.green", "s1", "UP")], "shop.green", "green").passed
+    for status in ("UP 1/2", "DOWN", "MAINT", "DRAIN", "NOLB", "no check", "DOWN 1/3"):
+        result = health_gate(
+            [Row("shop.green", "s1", "UP"), Row("shop.green", "s2", status)], "shop.green", "green"
+        )
+        assert not result.passed, status
+        assert f"s2 is {status}" in result.message
+    empty = health_gate([Row("shop.green", "BACKEND", "UP")], "shop.green", "green")
+    assert not empty.passed and "no servers" in empty.message
+
+
+def test_smoke_gate() -> None:
+    """The smoke gate checks status and body text, and reports transport errors."""
+    assert smoke_gate(200, "ok green", expect_status=200, expect_body="green").passed
+    assert not smoke_gate(500, "", expect_status=200, expect_body=None).passed
+    assert not smoke_gate(200, "blue", expect_status=200, expect_body="green").passed
+    assert not smoke_gate(None, "", expect_status=200, expect_body=None, error="refused").passed
+
+
+def test_in_use_ignores_negative_readings() -> None:
+    """Drain counts in-use connections only."""
+    assert in_use({"s1": 0, "s2": 3}) == 3
+    assert in_use({"s1": -1}) == 0
+
+
+def test_phase_table() -> None:
+    """Legal transitions advance; illegal ones raise; terminal phases go nowhere."""
+    assert advance(Phase.PENDING, Phase.GATING) is Phase.GATING
+    with pytest.raises(IllegalTransition):
+        advance(Phase.PENDING, Phase.COMPLETED)
+    with pytest.raises(IllegalTransition):
+        advance(Phase.COMPLETED, Phase.GATING)
+    assert TERMINAL == {p for p, n in TRANSITIONS.items() if not n}
+    # Every phase is reachable from pending.
+    seen, todo = {Phase.PENDING}, [Phase.PENDING]
+    while todo:
+        for nxt in TRANSITIONS[todo.pop()]:
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    assert seen == set(Phase)
