@@ -1,0 +1,3 @@
+"""Talking to HAProxy: Runtime API commands, reply parsers and the client."""
+
+__all__: list[str] = []

@@ -1,0 +1,261 @@
+"""The HAProxy Runtime API client and its unix socket transport.
+
+:class:`RuntimeClient` turns method calls into validated commands
+(:mod:`prism.haproxy.commands`), sends each through a
+:class:`~prism.types.RuntimeTransport`, judges the reply
+(:func:`~prism.haproxy.parsers.check_reply`) and parses it. It holds no
+connection of its own, so one client may serve many tasks at once.
+
+:class:`UnixSocketTransport` opens one connection per command: HAProxy's
+admin socket answers one command and closes unless a ``prompt`` session is
+kept open, and a fresh connection means one failed exchange cannot leave a
+half-read reply behind for the next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+from contextlib import suppress
+from types import TracebackType
+
+from prism.errors import RuntimeAPIError, UnsafeArgument
+from prism.haproxy import commands as cmd
+from prism.haproxy.parsers import (
+    MapEntry,
+    ServerConn,
+    ServerState,
+    StatRow,
+    check_reply,
+    parse_new_version,
+    parse_servers_conn,
+    parse_servers_state,
+    parse_show_info,
+    parse_show_map,
+    parse_show_stat,
+)
+from prism.types import RuntimeTransport
+
+__all__ = ["RuntimeClient", "UnixSocketTransport"]
+
+_CHUNK = 65536
+
+
+class UnixSocketTransport:
+    """A :class:`~prism.types.RuntimeTransport` over HAProxy's unix stats socket.
+
+    Each request connects, sends the text and a newline, half-closes (so
+    HAProxy never waits for more input), reads until HAProxy closes, and
+    disconnects. ``timeout`` bounds the whole exchange; a reply larger than
+    ``max_reply`` bytes is refused rather than held in memory.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        timeout: float = 5.0,
+        max_reply: int = 64 * 1024 * 1024,
+    ) -> None:
+        self.path = os.fspath(path)
+        self.timeout = timeout
+        self.max_reply = max_reply
+
+    def __repr__(self) -> str:
+        return f"UnixSocketTransport({self.path!r}, timeout={self.timeout})"
+
+    async def request(self, text: str) -> str:
+        """Send one command and return HAProxy's whole reply."""
+        try:
+            data = (text + "\n").encode("ascii")
+        except UnicodeEncodeError:
+            # the builders only produce ASCII; anything else was built by hand
+            raise UnsafeArgument("Runtime API commands must be ASCII") from None
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await self._exchange(data)
+        except TimeoutError as exc:
+            raise RuntimeAPIError(
+                f"HAProxy did not answer on {self.path} within {self.timeout:g}s",
+                hint="is HAProxy running and its admin socket responsive?",
+            ) from exc
+        except OSError as exc:
+            raise RuntimeAPIError(
+                f"cannot talk to HAProxy on {self.path}: {exc.strerror or exc}",
+                hint="check that HAProxy is running with this stats socket",
+            ) from exc
+
+    async def _exchange(self, data: bytes) -> str:
+        reader, writer = await asyncio.open_unix_connection(self.path)
+        try:
+            writer.write(data)
+            await writer.drain()
+            if writer.can_write_eof():
+                writer.write_eof()
+            reply = bytearray()
+            while chunk := await reader.read(_CHUNK):
+                reply += chunk
+                if len(reply) > self.max_reply:
+                    raise RuntimeAPIError(
+                        f"HAProxy's reply on {self.path} exceeds {self.max_reply} bytes"
+                    )
+        finally:
+            writer.close()
+            with suppress(OSError):
+                await writer.wait_closed()
+        # map files may hold any bytes; never fail a read-out on decoding
+        return reply.decode("utf-8", errors="replace")
+
+    async def close(self) -> None:
+        """Nothing to release: every request uses its own connection."""
+
+
+class RuntimeClient:
+    """Typed, validated access to the HAProxy Runtime API over a transport.
+
+    Every argument is checked before anything is sent (a hostile value raises
+    :class:`~prism.errors.UnsafeArgument` and the transport sees nothing);
+    every refusal by HAProxy raises :class:`~prism.errors.RuntimeAPIError`.
+    """
+
+    def __init__(self, transport: RuntimeTransport) -> None:
+        self.transport = transport
+
+    async def __aenter__(self) -> RuntimeClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the transport."""
+        await self.transport.close()
+
+    async def execute(self, command: cmd.Command) -> str:
+        """Send ``command``, raise if HAProxy refused it, and return the raw reply."""
+        reply = await self.transport.request(command.text)
+        check_reply(command, reply)
+        return reply
+
+    # -- read-outs -------------------------------------------------------
+
+    async def show_info(self) -> dict[str, str]:
+        """``show info`` as a dict (``Name``, ``Version``, ``Pid``, ``Uptime_sec`` ...)."""
+        return parse_show_info(await self.execute(cmd.show_info()))
+
+    async def show_stat(self) -> list[StatRow]:
+        """Every row of ``show stat``: frontends, backends and servers."""
+        return parse_show_stat(await self.execute(cmd.show_stat()))
+
+    async def show_servers_state(self, backend: str | None = None) -> list[ServerState]:
+        """``show servers state``, for one backend or all."""
+        return parse_servers_state(await self.execute(cmd.show_servers_state(backend)))
+
+    async def show_servers_conn(self, backend: str | None = None) -> list[ServerConn]:
+        """``show servers conn``, for one backend or all."""
+        return parse_servers_conn(await self.execute(cmd.show_servers_conn(backend)))
+
+    async def show_map(self, path: str) -> list[MapEntry]:
+        """The current (committed) entries of the map loaded from ``path``."""
+        return parse_show_map(await self.execute(cmd.show_map(path)))
+
+    # -- maps ------------------------------------------------------------
+
+    async def set_map(self, path: str, key: str, value: str) -> None:
+        """Change the value of an existing key (HAProxy refuses a missing key)."""
+        await self.execute(cmd.set_map(path, key, value))
+
+    async def add_map(self, path: str, key: str, value: str) -> None:
+        """Append one entry; HAProxy does not check for an existing key."""
+        await self.execute(cmd.add_map(path, key, value))
+
+    async def del_map(self, path: str, key: str) -> None:
+        """Remove every entry with ``key``."""
+        await self.execute(cmd.del_map(path, key))
+
+    async def clear_map(self, path: str) -> None:
+        """Remove every entry. Not atomic with a refill: prefer :meth:`replace_map`."""
+        await self.execute(cmd.clear_map(path))
+
+    async def prepare_map(self, path: str) -> int:
+        """Allocate a new, invisible version of a map and return its number."""
+        return parse_new_version(await self.execute(cmd.prepare_map(path)))
+
+    async def commit_map(self, path: str, version: int) -> None:
+        """Make ``version`` the visible content of the map, atomically."""
+        await self.execute(cmd.commit_map(path, version))
+
+    async def replace_map(self, path: str, entries: Sequence[tuple[str, str]]) -> int:
+        """Replace a map's whole content atomically; return the committed version.
+
+        ``prepare map``, then the entries as ``add map @<ver>`` payloads (split
+        to fit HAProxy's buffer), then ``commit map``. Requests see the old
+        content until the commit and the new content after it, never a mix.
+        Every entry is validated before the first command is sent. If a
+        payload is refused the version is left uncommitted, which HAProxy
+        discards at the next commit, and the map keeps its old content.
+        """
+        entries = list(entries)  # read twice below: a one-shot iterable would come back empty
+        cmd.add_map_payloads(path, 0, entries)  # validate everything before sending anything
+        version = await self.prepare_map(path)
+        for payload in cmd.add_map_payloads(path, version, entries):
+            await self.execute(payload)
+        await self.commit_map(path, version)
+        return version
+
+    # -- servers ---------------------------------------------------------
+
+    async def add_server(
+        self,
+        backend: str,
+        server: str,
+        address: str,
+        port: int,
+        *,
+        check: bool = True,
+        inter_ms: int = 1000,
+        rise: int = 2,
+        fall: int = 3,
+        weight: int | None = None,
+    ) -> None:
+        """Add a dynamic server; it starts in MAINT with its checks not yet running.
+
+        Bring it in with :meth:`enable_health`, ``drain``, wait for status
+        ``DRAIN``, then ``ready``: leaving MAINT directly shows ``UP 1/2``
+        before any check has passed.
+        """
+        await self.execute(
+            cmd.add_server(
+                backend,
+                server,
+                address,
+                port,
+                check=check,
+                inter_ms=inter_ms,
+                rise=rise,
+                fall=fall,
+                weight=weight,
+            )
+        )
+
+    async def set_server_state(self, backend: str, server: str, state: cmd.AdminState) -> None:
+        """Set a server's administrative state: ``ready``, ``drain`` or ``maint``."""
+        await self.execute(cmd.set_server_state(backend, server, state))
+
+    async def enable_health(self, backend: str, server: str) -> None:
+        """Start the health checks of a server (refused if it has no ``check``)."""
+        await self.execute(cmd.enable_health(backend, server))
+
+    async def del_server(self, backend: str, server: str) -> None:
+        """Delete a server; it must be in MAINT with no connection left."""
+        await self.execute(cmd.del_server(backend, server))
+
+    async def set_server_weight(self, backend: str, server: str, weight: int) -> None:
+        """Set a server's weight, 0..256."""
+        await self.execute(cmd.set_server_weight(backend, server, weight))
