@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-__all__ = ["GateResult", "ServerReading", "health_gate", "in_use", "smoke_gate"]
+__all__ = ["PASSED_CHECKS", "GateResult", "ServerReading", "health_gate", "in_use", "smoke_gate"]
 
 
 class _StatLike(Protocol):
@@ -24,6 +24,12 @@ class _StatLike(Protocol):
     def status(self) -> str: ...
     @property
     def scur(self) -> int: ...
+    @property
+    def check_status(self) -> str: ...
+
+
+#: Last-check results that mean a check really ran and passed ("* " marks one in progress).
+PASSED_CHECKS = frozenset({"L4OK", "L6OK", "L7OK"})
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,11 @@ class ServerReading:
     server: str
     status: str
     scur: int
+    check_status: str = ""
+
+    @property
+    def checked_ok(self) -> bool:
+        return self.check_status.removeprefix("* ").strip() in PASSED_CHECKS
 
 
 @dataclass(frozen=True)
@@ -46,16 +57,21 @@ class GateResult:
 def server_readings(rows: Iterable[_StatLike], backend: str) -> list[ServerReading]:
     """The server rows of one backend from ``show stat``, without FRONTEND/BACKEND lines."""
     return [
-        ServerReading(row.server, row.status, row.scur)
+        ServerReading(row.server, row.status, row.scur, row.check_status)
         for row in rows
         if row.proxy == backend and row.server not in ("FRONTEND", "BACKEND")
     ]
 
 
 def health_gate(rows: Iterable[_StatLike], backend: str, color: str) -> GateResult:
-    """Pass only if the backend has at least one server and every one is exactly ``UP``."""
+    """Pass only if the backend has at least one server and every one is exactly ``UP``
+    with a health check that really ran and passed (HAProxy reports a server it has
+    not checked yet as ``UP`` too)."""
     servers = server_readings(rows, backend)
-    readings = {"servers": {s.server: s.status for s in servers}}
+    readings = {
+        "servers": {s.server: s.status for s in servers},
+        "checks": {s.server: s.check_status for s in servers},
+    }
     if not servers:
         return GateResult(
             "health",
@@ -70,6 +86,15 @@ def health_gate(rows: Iterable[_StatLike], backend: str, color: str) -> GateResu
             "health",
             False,
             f"color {color!r} is not ready: {listed} (every server must be exactly UP)",
+            readings,
+        )
+    unchecked = [s for s in servers if not s.checked_ok]
+    if unchecked:
+        listed = ", ".join(f"{s.server} last check {s.check_status or 'none'}" for s in unchecked)
+        return GateResult(
+            "health",
+            False,
+            f"color {color!r} is not ready: {listed} (a health check must have passed)",
             readings,
         )
     return GateResult("health", True, f"all {len(servers)} server(s) of {color!r} are UP", readings)

@@ -90,10 +90,11 @@ class Row:
     server: str
     status: str
     scur: int = 0
+    check_status: str = "L7OK"
 
 
 def test_health_gate_is_exact() -> None:
-    """Only exactly UP passes: UP 1/2, DOWN, MAINT, DRAIN and no servers all refuse."""
+    """Only exactly UP after a passed check passes: UP 1/2, DOWN, MAINT, INI ... refuse."""
     assert health_gate([Row("shop.green", "s1", "UP")], "shop.green", "green").passed
     for status in ("UP 1/2", "DOWN", "MAINT", "DRAIN", "NOLB", "no check", "DOWN 1/3"):
         result = health_gate(
@@ -101,8 +102,13 @@ def test_health_gate_is_exact() -> None:
         )
         assert not result.passed, status
         assert f"s2 is {status}" in result.message
+    unchecked = health_gate([Row("shop.green", "s1", "UP", 0, "INI")], "shop.green", "green")
+    assert not unchecked.passed
+    assert "a health check must have passed" in unchecked.message
+    assert health_gate([Row("shop.green", "s1", "UP", 0, "* L7OK")], "shop.green", "green").passed
     empty = health_gate([Row("shop.green", "BACKEND", "UP")], "shop.green", "green")
-    assert not empty.passed and "no servers" in empty.message
+    assert not empty.passed
+    assert "no servers" in empty.message
 
 
 def test_smoke_gate() -> None:
@@ -126,7 +132,7 @@ def test_phase_table() -> None:
         advance(Phase.PENDING, Phase.COMPLETED)
     with pytest.raises(IllegalTransition):
         advance(Phase.COMPLETED, Phase.GATING)
-    assert TERMINAL == {p for p, n in TRANSITIONS.items() if not n}
+    assert {p for p, n in TRANSITIONS.items() if not n} == TERMINAL
     # Every phase is reachable from pending.
     seen, todo = {Phase.PENDING}, [Phase.PENDING]
     while todo:

@@ -1,0 +1,180 @@
+"""Fixtures shared by the tests: a real ``prism serve`` with its HAProxy, real backends.
+
+Every process a fixture starts is stopped by its PID at teardown, even when the
+test fails: Prism itself (SIGTERM, then SIGKILL), then HAProxy's master from
+the pidfile in the state directory, as a safety net.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from prism.testing.processes import Backend, BackendSpec, ManagedProcess, backends, free_port
+
+
+@dataclass
+class Server:
+    """A running ``prism serve`` subprocess and how to talk to it."""
+
+    process: ManagedProcess
+    state_dir: Path
+    url: str
+    token: str
+    admin_port: int
+
+    def client(self, *, auth: bool = True) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.token}"} if auth else {}
+        return httpx.Client(base_url=f"{self.url}/api/v1", headers=headers, timeout=60)
+
+    def api(self, method: str, path: str, body: Any = None) -> httpx.Response:
+        with self.client() as client:
+            return client.request(method, path, json=body)
+
+    def cli(self, *args: str, timeout: float = 60) -> Any:
+        import subprocess
+
+        env = {
+            **os.environ,
+            "PRISM_URL": self.url,
+            "PRISM_TOKEN": self.token,
+            "PRISM_STATE_DIR": str(self.state_dir),
+        }
+        return subprocess.run(
+            [sys.executable, "-m", "prism", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    @property
+    def haproxy_pid(self) -> int | None:
+        try:
+            return int((self.state_dir / "haproxy.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+
+def _kill_pid(pid: int | None) -> None:
+    if pid is None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _wait_http(url: str, deadline: float, proc: ManagedProcess) -> None:
+    while time.monotonic() < deadline:
+        if not proc.alive:
+            raise RuntimeError(f"prism serve exited early:\n{proc.stderr_text()}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"prism serve did not answer in time:\n{proc.stderr_text()}")
+
+
+@contextlib.contextmanager
+def run_server(state_dir: Path, *extra: str) -> Iterator[Server]:
+    """Start ``prism serve`` on free ports; stop it and its HAProxy by PID on exit."""
+    port, admin_port = free_port(), free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "prism",
+        "--state-dir",
+        str(state_dir),
+        "serve",
+        "--port",
+        str(port),
+        "--admin-port",
+        str(admin_port),
+        "--stop-haproxy",
+        *extra,
+    ]
+    process = ManagedProcess(cmd)
+    server: Server | None = None
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_http(f"{url}/api/v1/health", time.monotonic() + 30, process)
+        token = (state_dir / "token").read_text().strip()
+        server = Server(process, state_dir, url, token, admin_port)
+        yield server
+    finally:
+        haproxy = server.haproxy_pid if server else None
+        process.stop(timeout=15)
+        process.close()
+        if haproxy is None:
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                haproxy = int((state_dir / "haproxy.pid").read_text().split()[0])
+        _kill_pid(haproxy)
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "state"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def server(state_dir: Path) -> Iterator[Server]:
+    """A real `prism serve` with a real HAProxy, on free ports, in a temp state dir."""
+    with run_server(state_dir) as running:
+        yield running
+
+
+@pytest.fixture
+def color_backends() -> Iterator[dict[str, Backend]]:
+    """Three real demo backends: blue v1, green v2, red v3."""
+    specs = [BackendSpec("blue", "v1"), BackendSpec("green", "v2"), BackendSpec("red", "v3")]
+    with backends(specs) as running:
+        yield {b.color: b for b in running}
+
+
+def shop_spec(listen_port: int, servers: dict[str, Backend], **app: Any) -> dict[str, Any]:
+    """A one-app spec whose colors are the given backends, with fast health checks."""
+    base: dict[str, Any] = {
+        "name": "shop",
+        "bind": f"127.0.0.1:{listen_port}",
+        "stable": "blue",
+        "check": {"path": "/healthz", "inter_ms": "200ms", "rise": 2, "fall": 2},
+        "drain_timeout_ms": "5s",
+        "colors": [
+            {
+                "name": color,
+                "version": backend.version,
+                "servers": [{"name": "s1", "host": "127.0.0.1", "port": backend.port}],
+            }
+            for color, backend in servers.items()
+        ],
+    }
+    base.update(app)
+    return {"apps": [base]}
+
+
+def wait_until_up(server: Server, app: str, colors: list[str], timeout: float = 15) -> None:
+    """Wait (bounded) until every server of the named colors is exactly UP."""
+    deadline = time.monotonic() + timeout
+    status: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        status = server.api("GET", f"/apps/{app}").json()
+        states = [
+            s["status"] for c in status["colors"] if c["name"] in colors for s in c["servers"]
+        ]
+        if states and all(s == "UP" for s in states):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"servers not UP in time: {json.dumps(status)[:2000]}")
