@@ -7,7 +7,10 @@
    still reads the last good state.
 3. Runtime path: write each changed map file first (a reload or restart will
    read it), then send the change (``set map`` or a map transaction).
-4. Read back every map with ``show map`` and compare with desired state; a
+4. Server-only changes: the new config is written first, then servers are
+   added (health-checked through DRAIN before they take traffic) and removed
+   (drained first) at runtime; if that fails the previous config is put back.
+5. Read back every map with ``show map`` and compare with desired state; a
    mismatch is raised as :class:`prism.errors.Drift`, never ignored.
 """
 
@@ -18,16 +21,28 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from prism.clock import SystemClock
 from prism.errors import ConfigRejected, Drift, PrismError
 from prism.files import read_text, remove, write_atomic
 from prism.haproxy import commands
 from prism.haproxy.runtime import RuntimeClient
 from prism.haproxy.supervisor import Supervisor
-from prism.model import DesiredState
+from prism.model import App, DesiredState, Server, backend_name
 from prism.paths import StatePaths
-from prism.plan import MapReplace, MapSet, Plan, parse_map_text, plan
+from prism.plan import (
+    MapAdd,
+    MapDel,
+    MapReplace,
+    MapSet,
+    Plan,
+    ServerChange,
+    parse_map_text,
+    plan,
+)
 from prism.render import RenderedFiles, RenderSettings, render
+from prism.servers import add_server, remove_server
 from prism.serverstate import desired_addresses, filter_server_state
+from prism.types import Clock
 
 __all__ = ["Applier", "ApplyReport"]
 
@@ -53,7 +68,9 @@ class Applier:
         settings: RenderSettings,
         supervisor: Supervisor,
         runtime: RuntimeClient,
+        clock: Clock | None = None,
     ) -> None:
+        self.clock: Clock = clock or SystemClock()
         self.paths = paths
         self.settings = settings
         self.supervisor = supervisor
@@ -106,7 +123,13 @@ class Applier:
     async def _apply(self, state: DesiredState) -> ApplyReport:
         files = self.render(state)
         live_maps = await self._runtime_maps(files)
-        the_plan = plan(read_text(self.paths.config), live_maps, files.config, files.maps)
+        live_config = read_text(self.paths.config)
+        servers_only = (
+            live_config is not None
+            and _without_servers(live_config) == _without_servers(files.config)
+            and all(read_text(self.paths.root / n) == t for n, t in files.files.items())
+        )
+        the_plan = plan(live_config, live_maps, files.config, files.maps, servers_only=servers_only)
         if the_plan.reload or not self.supervisor.running:
             await self._reload(state, files)
             await self._verify(files)
@@ -114,6 +137,8 @@ class Applier:
         if the_plan.empty:
             return ApplyReport(state.revision, "none")
         operations = await self._runtime(files, the_plan)
+        if the_plan.server_changes:
+            operations += await self._servers(state, files, live_config, the_plan.server_changes)
         await self._verify(files)
         return ApplyReport(state.revision, "runtime", operations)
 
@@ -133,7 +158,7 @@ class Applier:
 
     async def _reload(self, state: DesiredState, files: RenderedFiles) -> None:
         await self.preflight(state)
-        previous = _snapshot(self.paths)
+        previous = _snapshot(self.paths, files)
         _write_files(self.paths, files)
         self.prepare_start(state)
         try:
@@ -155,11 +180,59 @@ class Applier:
             if isinstance(change, MapSet):
                 await self.runtime.set_map(str(path), change.key, change.value)
                 operations.append(f"set map {name} {change.key} {change.value}")
+            elif isinstance(change, MapAdd):
+                await self.runtime.add_map(str(path), change.key, change.value)
+                operations.append(f"add map {name} {change.key} {change.value}")
+            elif isinstance(change, MapDel):
+                await self.runtime.del_map(str(path), change.key)
+                operations.append(f"del map {name} {change.key}")
             else:
                 assert isinstance(change, MapReplace)
                 await self.runtime.replace_map(str(path), list(change.entries))
                 operations.append(f"commit map {name} ({len(change.entries)} entries)")
         return operations
+
+    async def _servers(
+        self,
+        state: DesiredState,
+        files: RenderedFiles,
+        live_config: str | None,
+        changes: tuple[ServerChange, ...],
+    ) -> list[str]:
+        """Add, then remove servers at runtime; the config on disk already has them."""
+        write_atomic(self.paths.config, files.config, mode=0o600)
+        self._addresses = desired_addresses(state)
+        owners = {
+            backend_name(app.name, color.name): (app, {s.name: s for s in color.servers})
+            for app in state.spec.apps
+            for color in app.colors
+        }
+        operations: list[str] = []
+        try:
+            adds = [
+                self._add(owners[c.backend][0], c.backend, owners[c.backend][1][name])
+                for c in changes
+                for name in c.add
+            ]
+            for done in await asyncio.gather(*adds):
+                operations.append(done)
+            for change in changes:
+                app = owners[change.backend][0] if change.backend in owners else None
+                drain = app.drain_timeout_ms / 1000 if app else 30.0
+                for name in change.remove:
+                    await remove_server(
+                        self.runtime, change.backend, name, clock=self.clock, drain_timeout=drain
+                    )
+                    operations.append(f"remove server {change.backend}/{name}")
+        except PrismError:
+            if live_config is not None:
+                write_atomic(self.paths.config, live_config, mode=0o600)
+            raise
+        return operations
+
+    async def _add(self, app: App, backend: str, server: Server) -> str:
+        await add_server(self.runtime, backend, server, app.check, clock=self.clock)
+        return f"add server {backend}/{server.name} {server.address}"
 
     async def _verify(self, files: RenderedFiles) -> None:
         """Read every map back from HAProxy; disagreement is drift."""
@@ -167,7 +240,7 @@ class Applier:
         for name, text in sorted(files.maps.items()):
             path = self.paths.maps / name
             held = [(e.key, e.value) for e in await self.runtime.show_map(str(path))]
-            if tuple(held) != parse_map_text(text):
+            if sorted(held) != sorted(parse_map_text(text)):
                 problems.append(f"{name}: HAProxy holds {held[:5]}, desired {text.strip()[:200]!r}")
         if problems:
             raise Drift(
@@ -199,13 +272,15 @@ class Applier:
 class _Snapshot:
     config: str | None
     maps: dict[str, str]
+    files: dict[str, str | None]
 
 
-def _snapshot(paths: StatePaths) -> _Snapshot:
+def _snapshot(paths: StatePaths, files: RenderedFiles | None = None) -> _Snapshot:
     maps = {}
     if paths.maps.is_dir():
         maps = {p.name: p.read_text(encoding="utf-8") for p in paths.maps.glob("*.map")}
-    return _Snapshot(read_text(paths.config), maps)
+    extra = {name: read_text(paths.root / name) for name in (files.files if files else {})}
+    return _Snapshot(read_text(paths.config), maps, extra)
 
 
 def _restore(paths: StatePaths, snapshot: _Snapshot, failed: RenderedFiles) -> None:
@@ -214,12 +289,28 @@ def _restore(paths: StatePaths, snapshot: _Snapshot, failed: RenderedFiles) -> N
         write_atomic(paths.maps / name, text)
     for name in set(failed.maps) - set(snapshot.maps):
         remove(paths.maps / name)
+    for name, page in snapshot.files.items():
+        if page is None:
+            remove(paths.root / name)
+        else:
+            write_atomic(paths.root / name, page)
     if snapshot.config is not None:
         write_atomic(paths.config, snapshot.config, mode=0o600)
 
 
+def _without_servers(config: str) -> str:
+    """The config with its ``server`` lines left out."""
+    return "\n".join(
+        line
+        for line in config.splitlines()
+        if not (line[:1].isspace() and line.split()[:1] == ["server"])
+    )
+
+
 def _write_files(paths: StatePaths, files: RenderedFiles) -> None:
-    """Maps first (the config names them), then the config."""
+    """Maps and pages first (the config names them), then the config."""
     for name, text in sorted(files.maps.items()):
         write_atomic(paths.maps / name, text)
+    for name, text in sorted(files.files.items()):
+        write_atomic(paths.root / name, text)
     write_atomic(paths.config, files.config, mode=0o600)

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictInt,
     ValidationError,
     field_validator,
     model_validator,
@@ -46,10 +47,13 @@ __all__ = [
     "DurationMs",
     "HealthCheck",
     "Listener",
+    "Maintenance",
+    "PinRule",
     "Routing",
     "Server",
     "Smoke",
     "Spec",
+    "Stickiness",
     "backend_name",
     "parse_duration_ms",
     "parse_model",
@@ -97,6 +101,8 @@ VersionLabel = Annotated[str, _pattern_validator(names.VERSION_LABEL, "version l
 HttpPath = Annotated[str, _pattern_validator(names.HTTP_PATH, "HTTP path")]
 Text = Annotated[str, _pattern_validator(names.TEXT, "text")]
 Port = Annotated[int, Field(ge=1, le=65535, strict=True)]
+HeaderName = Annotated[str, _pattern_validator(names.HEADER_NAME, "header name")]
+CookieName = Annotated[str, _pattern_validator(names.COOKIE_NAME, "cookie name")]
 
 
 def split_hostport(value: object) -> tuple[str, int]:
@@ -137,6 +143,92 @@ class Smoke(_Frozen):
     expect_status: int | None = Field(default=200, ge=100, le=599, strict=True)
     expect_body: Text | None = None
     timeout_ms: DurationMs = Field(default=2000, ge=10, le=60_000)
+
+
+class Stickiness(_Frozen):
+    """Where a request's bucket comes from.
+
+    ``none``: a fresh ``rand(100)`` per request. ``cookie``/``header``: a 32-bit
+    hash (xxh32) of that cookie or header, mod 100, so a user keeps one bucket
+    (and so one color while its share does not shrink). With ``set_cookie``,
+    Prism itself gives a browser without the cookie a random id on its first
+    response, so users stick without any change to the app.
+    """
+
+    source: Literal["none", "cookie", "header"] = "none"
+    name: str | None = None
+    set_cookie: bool = False
+    max_age_s: int = Field(default=31_536_000, ge=60, le=315_360_000, strict=True)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Stickiness:
+        if self.source == "none":
+            if self.name is not None or self.set_cookie:
+                raise ValueError("stickiness 'none' takes no name or set_cookie")
+            return self
+        if self.name is None:
+            raise ValueError(f"stickiness from a {self.source} needs its 'name'")
+        pattern = names.COOKIE_NAME if self.source == "cookie" else names.HEADER_NAME
+        if pattern.fullmatch(self.name) is None:
+            raise ValueError(f"invalid {self.source} name: must match {pattern.pattern}")
+        if self.set_cookie and self.source != "cookie":
+            raise ValueError("set_cookie needs stickiness from a cookie")
+        return self
+
+
+class PinRule(_Frozen):
+    """Where a pin key is read from: a header, cookie, query parameter or the client address.
+
+    Pins map keys (tenants, users, networks) to colors and win over weights.
+    Rules are tried in order; the first that finds a pinned key decides.
+    """
+
+    name: Name
+    source: Literal["header", "cookie", "query", "address"]
+    key: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PinRule:
+        if self.source == "address":
+            if self.key is not None:
+                raise ValueError("an address pin rule reads the client address and takes no key")
+            return self
+        pattern = {
+            "header": names.HEADER_NAME,
+            "cookie": names.COOKIE_NAME,
+            "query": names.QUERY_NAME,
+        }[self.source]
+        if self.key is None or pattern.fullmatch(self.key) is None:
+            raise ValueError(
+                f"pin rule {self.name!r} needs a {self.source} name matching {pattern.pattern}"
+            )
+        return self
+
+
+class Maintenance(_Frozen):
+    """The page served when no color of an app has a usable server."""
+
+    status: int = Field(default=503, ge=200, le=599, strict=True)
+    content_type: Literal["text/html", "text/plain", "application/json"] = "text/html"
+    body: str = Field(
+        default="<!doctype html><title>Down for maintenance</title>"
+        "<h1>Down for maintenance</h1><p>Please try again shortly.</p>\n",
+        max_length=8192,
+    )
+
+    @field_validator("status")
+    @classmethod
+    def _has_body(cls, value: int) -> int:
+        if value in (204, 304):
+            raise ValueError("a maintenance page needs a status that carries a body (not 204/304)")
+        return value
+
+    @field_validator("body")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        if "\x00" in value or len(value.encode("utf-8")) > 8192:
+            raise ValueError("the maintenance body must be text of at most 8 KiB")
+        return value
 
 
 class Server(_Frozen):
@@ -221,6 +313,9 @@ class App(_Frozen):
     retries: int = Field(default=3, ge=0, le=10, strict=True)
     redispatch: bool = True
     drain_timeout_ms: DurationMs = Field(default=30_000, ge=0, le=3_600_000)
+    stickiness: Stickiness = Stickiness()
+    pins: tuple[PinRule, ...] = ()
+    maintenance: Maintenance = Maintenance()
     colors: tuple[Color, ...]
 
     @field_validator("bind")
@@ -247,7 +342,32 @@ class App(_Frozen):
             raise ValueError(
                 f"app {self.name!r}: stable color {self.stable!r} is not one of {color_names}"
             )
+        rules = [r.name for r in self.pins]
+        if len(set(rules)) != len(rules):
+            raise ValueError(f"app {self.name!r}: duplicate pin rule names")
+        if len(rules) > 8:
+            raise ValueError(f"app {self.name!r}: at most 8 pin rules")
         return self
+
+    def pin_rule(self, name: str | None) -> PinRule:
+        """The named pin rule, or the only/first one when ``name`` is None."""
+        from prism.errors import InvalidInput, NotFound
+
+        if not self.pins:
+            raise InvalidInput(
+                f"app {self.name!r} has no pin rules",
+                hint="add one under 'pins:' in prism.yaml, e.g. {name: tenant, source: header, "
+                "key: X-Tenant}",
+            )
+        if name is None:
+            return self.pins[0]
+        for rule in self.pins:
+            if rule.name == name:
+                return rule
+        raise NotFound(
+            f"app {self.name!r} has no pin rule {name!r}",
+            hint=f"rules are: {', '.join(r.name for r in self.pins)}",
+        )
 
     def color(self, name: str) -> Color:
         for color in self.colors:
@@ -308,10 +428,66 @@ class Spec(_Frozen):
 
 
 class Routing(_Frozen):
-    """Which color of an app takes traffic now, and which one it came from."""
+    """How an app's traffic splits across its colors now.
 
-    active: Name
-    previous: Name | None = None
+    ``weights`` (zero weights omitted) sum to 100; ``layout`` gives the color of
+    each bucket 0..99 and always matches the weights (see :mod:`prism.routing`).
+    ``previous`` holds the weights before the last release, for rollback.
+    """
+
+    weights: dict[Name, StrictInt]
+    layout: tuple[Name, ...]
+    previous: dict[Name, StrictInt] | None = None
+
+    @field_validator("weights", "previous")
+    @classmethod
+    def _normal_weights(cls, value: dict[str, int] | None) -> dict[str, int] | None:
+        """Sum to 100; stored sorted by color, without zero weights."""
+        from prism.routing import check_weights
+
+        return None if value is None else check_weights(value)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Routing:
+        from prism.routing import BUCKETS
+
+        if len(self.layout) != BUCKETS:
+            raise ValueError("a layout has exactly 100 buckets")
+        for color, weight in self.weights.items():
+            if self.layout.count(color) != weight:
+                raise ValueError(f"layout gives {color!r} a share other than its weight")
+        return self
+
+    @classmethod
+    def only(cls, color: str, previous: dict[str, int] | None = None) -> Routing:
+        """All traffic to one color."""
+        return cls(weights={color: 100}, layout=(color,) * 100, previous=previous)
+
+    @classmethod
+    def moved(
+        cls, current: Routing | None, weights: dict[str, int], *, keep_previous: bool = False
+    ) -> Routing:
+        """New weights with the fewest buckets moved from ``current``."""
+        from prism.routing import check_weights, relayout
+
+        clean = check_weights(weights)
+        previous = None
+        if current is not None:
+            previous = current.previous if keep_previous else current.weights
+        return cls(
+            weights=clean,
+            layout=relayout(current.layout if current else None, clean),
+            previous=previous,
+        )
+
+    @property
+    def active(self) -> str:
+        """The color with the largest share (ties: first by name)."""
+        return max(sorted(self.weights), key=lambda c: self.weights[c])
+
+    @property
+    def colors(self) -> frozenset[str]:
+        return frozenset(self.weights)
 
 
 class DesiredState(_Frozen):
@@ -319,22 +495,35 @@ class DesiredState(_Frozen):
 
     spec: Spec = Spec()
     routing: dict[str, Routing] = {}
+    #: app -> pin rule -> key -> color
+    pins: dict[str, dict[str, dict[str, str]]] = {}
     revision: int = 0
 
     @model_validator(mode="after")
     def _routing_matches(self) -> DesiredState:
         for app in self.spec.apps:
             routing = self.routing.get(app.name)
-            if routing is not None and not app.has_color(routing.active):
-                raise ValueError(f"app {app.name!r}: routed to unknown color {routing.active!r}")
+            if routing is not None:
+                unknown = [c for c in routing.weights if not app.has_color(c)]
+                if unknown:
+                    raise ValueError(f"app {app.name!r}: weights name unknown colors {unknown}")
         return self
 
     def routing_for(self, app: App) -> Routing:
-        """The app's routing, defaulting to its stable color."""
+        """The app's routing, defaulting to all traffic on its stable color."""
         routing = self.routing.get(app.name)
-        if routing is None or not app.has_color(routing.active):
-            return Routing(active=app.stable)
+        if routing is None or not all(app.has_color(c) for c in routing.weights):
+            return Routing.only(app.stable)
         return routing
+
+    def pins_for(self, app: App) -> dict[str, dict[str, str]]:
+        """The app's pins per rule, only for rules and colors that still exist."""
+        rules = {r.name for r in app.pins}
+        return {
+            rule: {k: c for k, c in keys.items() if app.has_color(c)}
+            for rule, keys in self.pins.get(app.name, {}).items()
+            if rule in rules
+        }
 
 
 def backend_name(app: str, color: str) -> str:

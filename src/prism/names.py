@@ -15,9 +15,13 @@ from prism.errors import InvalidInput
 
 __all__ = [
     "ADDRESS",
+    "COOKIE_NAME",
+    "HEADER_NAME",
     "HOSTNAME",
     "HTTP_PATH",
     "NAME",
+    "PIN_KEY",
+    "QUERY_NAME",
     "SERVER_NAME",
     "TEXT",
     "VERSION_LABEL",
@@ -43,6 +47,14 @@ ADDRESS = re.compile(
 VERSION_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}", re.ASCII)
 #: an HTTP path used in health and smoke checks
 HTTP_PATH = re.compile(r"/[A-Za-z0-9._~/%?&=+-]{0,255}", re.ASCII)
+#: an HTTP header name (RFC 9110 token, restricted)
+HEADER_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,63}", re.ASCII)
+#: a cookie name
+COOKIE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}", re.ASCII)
+#: a query parameter name
+QUERY_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}", re.ASCII)
+#: a pin key read from a header, cookie or query parameter (a tenant, a user id)
+PIN_KEY = re.compile(r"[A-Za-z0-9_.:-][A-Za-z0-9_.:@-]{0,127}", re.ASCII)
 #: free text that Prism itself compares against (never sent to HAProxy)
 TEXT = re.compile(r"[\x20-\x7e]{1,256}", re.ASCII)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -20,29 +19,18 @@ import httpx
 from pydantic import BaseModel, ConfigDict
 
 from prism.apply import Applier
+from prism.clock import SystemClock
 from prism.desired import load_state
 from prism.errors import Conflict, GateFailed, InvalidInput, PrismError
 from prism.gates import GateResult, health_gate, in_use, smoke_gate
 from prism.haproxy.runtime import RuntimeClient
 from prism.model import App, DesiredState, Routing, Spec, backend_name, split_hostport
 from prism.phases import TERMINAL, Phase, advance
+from prism.routing import check_weights, moved_buckets
 from prism.state import dump, release_key, routing_key
 from prism.types import AuditDraft, Clock, Compare, Put, Store
 
 __all__ = ["ReleaseRecord", "Releases", "Step", "SystemClock"]
-
-
-class SystemClock:
-    """The real clock."""
-
-    def now(self) -> float:
-        return time.time()
-
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
 
 
 class Step(BaseModel):
@@ -66,6 +54,8 @@ class ReleaseRecord(BaseModel):
     kind: Literal["release", "rollback"]
     from_color: str
     to_color: str
+    from_weights: dict[str, int] = {}
+    to_weights: dict[str, int] = {}
     phase: Phase
     actor: str
     reason: str | None = None
@@ -111,6 +101,97 @@ class Releases:
         entry = await self.store.get(release_key(app))
         return ReleaseRecord.model_validate_json(entry.value) if entry else None
 
+    async def shift(
+        self,
+        app_name: str,
+        weights: dict[str, int],
+        *,
+        actor: str,
+        reason: str | None = None,
+        smoke: bool = True,
+    ) -> dict[str, Any]:
+        """Set an app's weights across any number of colors in one atomic map change.
+
+        Colors whose share grows must pass the gates first; users only move if
+        their bucket's color lost share (see :mod:`prism.routing`).
+        """
+        lock = self._locks.setdefault(app_name, asyncio.Lock())
+        if lock.locked():
+            raise Conflict(f"a change of {app_name!r} is already running", hint="wait for it")
+        async with lock:
+            state = await load_state(self.store)
+            app = state.spec.app(app_name)
+            for color in weights:
+                app.color(color)
+            target = check_weights(weights)
+            latest = await self.latest(app.name)
+            if latest is not None and latest.phase not in TERMINAL:
+                raise Conflict(
+                    f"a {latest.kind} of {app.name!r} is in phase {latest.phase.value!r}",
+                    hint="wait until it ends",
+                )
+            routing = state.routing_for(app)
+            if routing.weights == target:
+                return {"app": app.name, "weights": target, "moved_buckets": 0, "changed": False}
+            for gate in await self._gates(state, app, growing(routing.weights, target), smoke):
+                if not gate.passed:
+                    await self.store.record(
+                        AuditDraft(
+                            actor=actor,
+                            action="shift.refused",
+                            app=app.name,
+                            detail={
+                                "from_weights": routing.weights,
+                                "to_weights": target,
+                                "step": {"name": gate.name, "message": gate.message},
+                            },
+                            reason=reason,
+                        )
+                    )
+                    raise GateFailed(
+                        f"shift of {app.name!r} refused: {gate.message}",
+                        hint=f"nothing was changed ({_weights(routing.weights)})",
+                        detail={"gate": gate.name, "readings": gate.readings},
+                    )
+            new_route = Routing.moved(routing, target)
+            moved = moved_buckets(routing.layout, new_route.layout)
+            started = self.clock.monotonic()
+            entry = await self.store.get(routing_key(app.name))
+            await self.store.commit(
+                [Put(routing_key(app.name), dump(new_route))],
+                expect=[Compare(routing_key(app.name), entry.mod_revision if entry else 0)],
+                audit=AuditDraft(
+                    actor=actor,
+                    action="shift",
+                    app=app.name,
+                    detail={
+                        "from_weights": routing.weights,
+                        "to_weights": target,
+                        "moved_buckets": moved,
+                    },
+                    reason=reason,
+                ),
+            )
+            try:
+                report = await self.applier.apply(await load_state(self.store))
+            except PrismError:
+                await self.store.commit(
+                    [Put(routing_key(app.name), dump(routing))],
+                    audit=AuditDraft(actor=actor, action="shift.reverted", app=app.name),
+                )
+                with contextlib.suppress(PrismError):
+                    await self.applier.apply(await load_state(self.store))
+                raise
+            return {
+                "app": app.name,
+                "weights": target,
+                "previous": routing.weights,
+                "moved_buckets": moved,
+                "changed": True,
+                "operations": report.operations,
+                "ms": round((self.clock.monotonic() - started) * 1000, 3),
+            }
+
     async def rollback(
         self, app_name: str, *, actor: str, reason: str | None = None, smoke: bool = True
     ) -> ReleaseRecord:
@@ -118,19 +199,19 @@ class Releases:
         state = await load_state(self.store)
         app = state.spec.app(app_name)
         previous = state.routing_for(app).previous
-        if previous is None:
+        if previous is None or not all(app.has_color(c) for c in previous):
             raise Conflict(
-                f"app {app.name!r} has no previous color to roll back to",
+                f"app {app.name!r} has no previous weights to roll back to",
                 hint=f"release it to a named color instead: prism release {app.name} --to COLOR",
             )
         return await self.release(
-            app_name, previous, actor=actor, reason=reason, smoke=smoke, kind="rollback"
+            app_name, None, actor=actor, reason=reason, smoke=smoke, kind="rollback"
         )
 
     async def release(
         self,
         app_name: str,
-        to: str,
+        to: str | None,
         *,
         actor: str,
         reason: str | None = None,
@@ -138,7 +219,8 @@ class Releases:
         drain_timeout_ms: int | None = None,
         kind: Literal["release", "rollback"] = "release",
     ) -> ReleaseRecord:
-        """Move all of ``app_name``'s traffic to color ``to``; see the module docstring."""
+        """Move all of ``app_name``'s traffic to color ``to`` (a rollback, with ``to`` None,
+        restores the weights before the last change); see the module docstring."""
         lock = self._locks.setdefault(app_name, asyncio.Lock())
         if lock.locked():
             raise Conflict(f"a release of {app_name!r} is already running", hint="wait for it")
@@ -148,7 +230,7 @@ class Releases:
     async def _release(
         self,
         app_name: str,
-        to: str,
+        to: str | None,
         actor: str,
         reason: str | None,
         smoke: bool,
@@ -157,10 +239,20 @@ class Releases:
     ) -> ReleaseRecord:
         state = await load_state(self.store)
         app = state.spec.app(app_name)
-        app.color(to)
         routing = state.routing_for(app)
-        if routing.active == to:
-            raise Conflict(f"color {to!r} of {app.name!r} is already active", hint="nothing to do")
+        if to is None:
+            if routing.previous is None:
+                raise Conflict(f"app {app.name!r} has no previous weights to roll back to")
+            target = dict(routing.previous)
+            to = Routing.moved(routing, target).active
+        else:
+            app.color(to)
+            target = {to: 100}
+        if routing.weights == target:
+            raise Conflict(
+                f"{app.name!r} already sends all its traffic there ({_weights(target)})",
+                hint="nothing to do",
+            )
         if drain_timeout_ms is not None and not 0 <= drain_timeout_ms <= 3_600_000:
             raise InvalidInput("drain timeout must be between 0 and 3600000 ms")
         previous = await self.store.get(release_key(app.name))
@@ -177,6 +269,8 @@ class Releases:
             kind=kind,
             from_color=routing.active,
             to_color=to,
+            from_weights=routing.weights,
+            to_weights=target,
             phase=Phase.PENDING,
             actor=actor,
             reason=reason,
@@ -187,7 +281,7 @@ class Releases:
             record.moved(Phase.GATING, now), previous.mod_revision if previous else 0
         )
 
-        for gate in await self._gates(state, app, to, smoke):
+        for gate in await self._gates(state, app, growing(routing.weights, target), smoke):
             step = Step(
                 name=gate.name,
                 ok=gate.passed,
@@ -200,14 +294,16 @@ class Releases:
                 await self._save(refused, saved.revision, audit=self._audit(refused, "refused"))
                 raise GateFailed(
                     f"{kind} of {app.name!r} to {to!r} refused: {gate.message}",
-                    hint="nothing was changed; traffic stays on " + repr(routing.active),
+                    hint="nothing was changed; traffic stays as it was "
+                    f"({_weights(routing.weights)})",
                     detail={"gate": gate.name, "readings": gate.readings},
                 )
             saved = await self._save(_with_step(saved.record, step), saved.revision)
 
         switching = saved.record.moved(Phase.SWITCHING, self.clock.now())
         saved = await self._switch(app, routing, switching, saved.revision)
-        drained = await self._drain(app, routing.active, drain_timeout_ms)
+        emptied = sorted(c for c in routing.weights if c not in target)
+        drained = await self._drain(app, emptied, drain_timeout_ms)
         phase = Phase.COMPLETED if drained.passed else Phase.DRAIN_TIMEOUT
         step = Step(
             name="drain",
@@ -220,11 +316,21 @@ class Releases:
         await self._save(final, saved.revision, audit=self._audit(final, "completed"))
         return final
 
-    async def _gates(self, state: DesiredState, app: App, to: str, smoke: bool) -> list[GateResult]:
-        """Run the gates in order, stopping at the first refusal."""
-        results = [health_gate(await self.runtime.show_stat(), backend_name(app.name, to), to)]
-        if results[0].passed and smoke and app.smoke is not None:
-            results.append(await self._smoke(state.spec, app, to))
+    async def _gates(
+        self, state: DesiredState, app: App, colors: list[str], smoke: bool
+    ) -> list[GateResult]:
+        """Health (then smoke) of every color about to get more traffic; stops at a refusal."""
+        rows = await self.runtime.show_stat()
+        results: list[GateResult] = []
+        for color in colors:
+            results.append(health_gate(rows, backend_name(app.name, color), color))
+            if not results[-1].passed:
+                return results
+        if smoke and app.smoke is not None:
+            for color in colors:
+                results.append(await self._smoke(state.spec, app, color))
+                if not results[-1].passed:
+                    return results
         return results
 
     async def _smoke(self, spec: Spec, app: App, color: str) -> GateResult:
@@ -260,7 +366,7 @@ class Releases:
     ) -> _Saved:
         """Persist the new routing, then apply it; revert if HAProxy did not take it."""
         route_entry = await self.store.get(routing_key(app.name))
-        new_route = Routing(active=record.to_color, previous=routing.active)
+        new_route = Routing.moved(routing, record.to_weights)
         started = self.clock.monotonic()
         rev = await self.store.commit(
             [Put(routing_key(app.name), dump(new_route)), Put(release_key(app.name), dump(record))],
@@ -291,31 +397,37 @@ class Releases:
         step = Step(
             name="switch",
             ok=True,
-            message=f"traffic moved from {routing.active!r} to {record.to_color!r} in {elapsed} ms",
+            message=f"traffic moved from {_weights(routing.weights)} to "
+            f"{_weights(record.to_weights)} in {elapsed} ms",
             at=self.clock.now(),
             readings={"operations": report.operations, "revision": report.revision, "ms": elapsed},
         )
         draining = record.moved(Phase.DRAINING, step.at, step)
         return await self._save(draining, rev)
 
-    async def _drain(self, app: App, old: str, timeout_ms: int | None) -> GateResult:
-        """Wait until the old color's in-use connections reach 0 (idle pooled ones don't count)."""
-        backend = backend_name(app.name, old)
+    async def _drain(self, app: App, colors: list[str], timeout_ms: int | None) -> GateResult:
+        """Wait until the colors that lost all traffic have no connection in use
+        (idle pooled ones don't count), bounded by the drain timeout."""
         timeout = (app.drain_timeout_ms if timeout_ms is None else timeout_ms) / 1000
         deadline = self.clock.monotonic() + timeout
+        names = ", ".join(repr(c) for c in colors) or "nothing"
         while True:
-            used = {c.server: c.used_cur for c in await self.runtime.show_servers_conn(backend)}
+            used: dict[str, int] = {}
+            for color in colors:
+                backend = backend_name(app.name, color)
+                for conn in await self.runtime.show_servers_conn(backend):
+                    used[f"{color}/{conn.server}"] = conn.used_cur
             remaining = in_use(used)
             if remaining == 0:
                 return GateResult(
-                    "drain", True, f"{old!r} drained: no connection in use", {"in_use": used}
+                    "drain", True, f"{names} drained: no connection in use", {"in_use": used}
                 )
             if self.clock.monotonic() >= deadline:
                 return GateResult(
                     "drain",
                     False,
-                    f"{old!r} still had {remaining} connection(s) in use after {timeout:g}s; "
-                    "they finish on the old color, new requests go to the new one",
+                    f"{names} still had {remaining} connection(s) in use after {timeout:g}s; "
+                    "they finish where they are, new requests go to the new weights",
                     {"in_use": used},
                 )
             await self.clock.sleep(self.poll_interval)
@@ -334,6 +446,8 @@ class Releases:
         detail: dict[str, Any] = {
             "from": record.from_color,
             "to": record.to_color,
+            "from_weights": record.from_weights,
+            "to_weights": record.to_weights,
             "phase": record.phase.value,
         }
         if record.steps:
@@ -347,6 +461,15 @@ class Releases:
             detail=detail,
             reason=record.reason,
         )
+
+
+def growing(before: dict[str, int], after: dict[str, int]) -> list[str]:
+    """Colors whose share grows: the ones gates must vouch for."""
+    return sorted(c for c, w in after.items() if w > before.get(c, 0))
+
+
+def _weights(weights: dict[str, int]) -> str:
+    return " ".join(f"{c}={w}" for c, w in sorted(weights.items()))
 
 
 def _with_step(record: ReleaseRecord, step: Step) -> ReleaseRecord:

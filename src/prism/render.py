@@ -1,4 +1,4 @@
-"""Render desired state into HAProxy's files: one config and one weights map per app.
+"""Render desired state into HAProxy's files: one config, its map files and pages.
 
 Pure: values in, text out. No file, socket or process I/O happens here; the
 caller writes the files (atomically) and runs ``haproxy -c`` on them.
@@ -13,50 +13,65 @@ byte-equal output and an unchanged config needs no reload)::
     frontend listener_<l>  one per shared listener; apps told apart by Host
     backend <app>.<color>  one per color, named by :func:`prism.model.backend_name`
 
-Routing inside a frontend, per app, in HAProxy's evaluation order:
+Files beside the config, all read by HAProxy when it loads the config::
 
-1. smoke: a request carrying the secret ``X-Prism-Smoke-Key`` *and*
-   ``X-Prism-Color: <color>`` goes to that color, so Prism can test a color
-   through the real listener before any user traffic moves to it;
-2. weights: a bucket 0..99 looked up in the app's weights map (integer range
-   keys ``lo:hi``) names the backend;
-3. the stable color, should the map name no existing backend.
+    maps/<app>.weights.map          bucket range ``lo:hi`` → backend (:func:`map_entries`)
+    maps/<app>.pins.<rule>.map      pin key → backend, one per pin rule (:func:`pin_entries`)
+    pages/<app>.maintenance         the body served when no color is usable
+
+How a frontend routes (smoke, pins, buckets, weights, fallback, maintenance)
+is :mod:`prism.render_rules`. Backends keep ``balance roundrobin`` and carry
+every check setting on each ``server`` line: a server added at runtime
+inherits nothing from ``default-server``, so the line must stand alone
+(:func:`server_args` gives the same text for ``add server``).
 
 Every name and value written here comes from the validated model; each one is
-checked again (:func:`_word`) so that nothing can break out of its token.
+checked again so that nothing can break out of its token. The maintenance
+body goes only into its file, never into the config.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from prism.errors import InvalidInput
-from prism.model import App, Color, DesiredState, backend_name
-from prism.paths import SAFE_PATH, StatePaths
+from prism.model import App, Color, DesiredState, HealthCheck, PinRule, Server, backend_name
+from prism.paths import StatePaths
+from prism.render_rules import (
+    app_rules,
+    check_path,
+    check_pin_key,
+    check_word,
+    frontend_acls,
+    maintenance_body,
+    maintenance_file,
+    pin_map_name,
+    set_cookie_response,
+)
+from prism.routing import layout_ranges
 
 __all__ = [
     "RenderSettings",
     "RenderedFiles",
-    "bucket_ranges",
+    "config_without_servers",
     "derive_maxconn",
+    "maintenance_file",
     "map_entries",
+    "pin_entries",
+    "pin_map_name",
     "render",
     "render_map",
+    "server_args",
 ]
-
-BUCKETS = 100
-"""Requests are spread over buckets ``0 .. BUCKETS-1``; weights are percentages."""
 
 _SMOKE_KEY = re.compile(r"[A-Za-z0-9]{16,64}", re.ASCII)
 _TIMEOUT = re.compile(r"[1-9][0-9]{0,8}(?:us|ms|s|m|h|d)?", re.ASCII)
-# One config token: no whitespace (word separator), '#' (comment), quotes,
-# backslash or '$' (HAProxy's escaping and variable expansion), no control
-# characters. The model's patterns are all narrower than this.
-_WORD = re.compile(r"[A-Za-z0-9._:/%?&=+~-]+", re.ASCII)
-
+# A map key or value: a config token's characters plus '@' (pin keys such as
+# user@example may hold one); never whitespace, '#', quotes or controls.
+_MAP_TOKEN = re.compile(r"[A-Za-z0-9._:/%?&=+~@-]+", re.ASCII)
 # The file-descriptor budget: HAProxy holds two fds per proxied connection
 # (client side and server side). The rest is a reserve for listeners, health
 # checks (each check opens its own connection), the admin and master sockets,
@@ -110,7 +125,7 @@ class RenderSettings:
         if not isinstance(self.smoke_key, str) or _SMOKE_KEY.fullmatch(self.smoke_key) is None:
             # Never echo the secret itself.
             raise InvalidInput("invalid smoke key", hint="use 16 to 64 letters and digits")
-        for field in (
+        for setting in (
             "hard_stop_after",
             "timeout_connect",
             "timeout_client",
@@ -119,58 +134,99 @@ class RenderSettings:
             "timeout_http_keep_alive",
             "timeout_queue",
         ):
-            value = getattr(self, field)
+            value = getattr(self, setting)
             if not isinstance(value, str) or _TIMEOUT.fullmatch(value) is None:
                 raise InvalidInput(
-                    f"invalid {field} {value!r}", hint="use an HAProxy time such as 500ms or 30s"
+                    f"invalid {setting} {value!r}", hint="use an HAProxy time such as 500ms or 30s"
                 )
 
 
 @dataclass(frozen=True)
 class RenderedFiles:
-    """Everything HAProxy reads: the config and the map files."""
+    """Everything HAProxy reads: the config, the map files and the page files."""
 
     config: str
     maps: Mapping[str, str]
     """File name inside the maps directory → content."""
+    files: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    """Other files, by path relative to the state root (``pages/shop.maintenance``) → content.
 
-
-def bucket_ranges(weights: Sequence[tuple[str, int]]) -> list[tuple[str, str]]:
-    """Turn ``(value, weight)`` pairs summing to 100 into disjoint ``lo:hi`` bucket ranges.
-
-    Ranges are laid out in the given order; weight-0 entries get no range.
-    ``map_int`` returns the first matching range, so ranges must never overlap.
+    The config names them by absolute path and HAProxy reads them only when it
+    loads the config; their digests appear in the config text, so a changed
+    file always comes with a changed config.
     """
-    if any(isinstance(w, bool) or not 0 <= w <= BUCKETS for _, w in weights):
-        raise InvalidInput(f"weights must be 0..{BUCKETS}: {list(weights)!r}")
-    if sum(w for _, w in weights) != BUCKETS:
-        raise InvalidInput(f"weights must sum to {BUCKETS}: {list(weights)!r}")
-    entries: list[tuple[str, str]] = []
-    low = 0
-    for value, weight in weights:
-        if weight:
-            entries.append((f"{low}:{low + weight - 1}", value))
-            low += weight
-    return entries
 
 
 def map_entries(state: DesiredState, app: App) -> list[tuple[str, str]]:
-    """The weights map of ``app``: bucket range → backend name."""
-    routing = state.routing_for(app)
-    # One active color takes every bucket today; weighted colors will pass
-    # several (backend, weight) pairs here.
-    return bucket_ranges([(backend_name(app.name, routing.active), BUCKETS)])
+    """The weights map of ``app``: ``lo:hi`` bucket range → backend, covering 0..99 in order.
+
+    The ranges come from the routing's layout, not straight from the weights,
+    so a weight change moves only the buckets the layout moved.
+    """
+    layout = state.routing_for(app).layout
+    return [
+        (f"{low}:{high}", backend_name(app.name, color))
+        for low, high, color in layout_ranges(layout)
+    ]
+
+
+def pin_entries(state: DesiredState, app: App, rule: PinRule | str) -> list[tuple[str, str]]:
+    """One pin rule's map of ``app``: key → backend, sorted by key; empty without pins.
+
+    Raises InvalidInput for a key that cannot be a key of this rule (an
+    address rule takes addresses and CIDRs; the others, pin-key tokens).
+    """
+    pin_rule = rule if isinstance(rule, PinRule) else app.pin_rule(rule)
+    keys = state.pins_for(app).get(pin_rule.name, {})
+    return [
+        (check_pin_key(pin_rule, key), backend_name(app.name, color))
+        for key, color in sorted(keys.items())
+    ]
 
 
 def render_map(entries: Iterable[tuple[str, str]]) -> str:
     """Map file text: one ``key value`` line per entry."""
     return "".join(
-        f"{_word(key, 'map key')} {_word(value, 'map value')}\n" for key, value in entries
+        f"{_map_token(key, 'key')} {_map_token(value, 'value')}\n" for key, value in entries
     )
 
 
-def render(state: DesiredState, paths: StatePaths, settings: RenderSettings) -> RenderedFiles:
-    """Render ``state`` into the config and map files for the state dir ``paths``."""
+def _map_token(value: object, what: str) -> str:
+    # A map line is "<key> <value>": no whitespace may split a token, and a
+    # leading '#' would make the line a comment.
+    if not isinstance(value, str) or _MAP_TOKEN.fullmatch(value) is None:
+        raise InvalidInput(f"refusing to write map {what} {str(value)[:80]!r}")
+    return value
+
+
+def server_args(check: HealthCheck, server: Server) -> str:
+    """What follows the server's name on its config line and on ``add server``.
+
+    ``<host>:<port> check inter <ms>ms rise <n> fall <n>``: complete on its own,
+    since a server added at runtime inherits nothing from ``default-server``.
+    """
+    host = check_word(server.host, "server host")
+    port = server.port
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise InvalidInput(f"refusing to render server port {port!r}")
+    return (
+        f"{host}:{port} check inter {_int(check.inter_ms)}ms"
+        f" rise {_int(check.rise)} fall {_int(check.fall)}"
+    )
+
+
+def render(
+    state: DesiredState,
+    paths: StatePaths,
+    settings: RenderSettings,
+    *,
+    include_servers: bool = True,
+) -> RenderedFiles:
+    """Render ``state`` into the config, map and page files for the state dir ``paths``.
+
+    ``include_servers=False`` leaves every ``server`` line out of the config
+    (see :func:`config_without_servers`); the maps and files are the same.
+    """
     apps = sorted(state.spec.apps, key=lambda a: a.name)
     sections = [_global(paths, settings), _defaults(settings), _admin(settings)]
     for app in apps:
@@ -181,27 +237,37 @@ def render(state: DesiredState, paths: StatePaths, settings: RenderSettings) -> 
         sections.append(_listener_frontend(listener.name, listener.bind, members, paths, settings))
     for app in apps:
         for color in sorted(app.colors, key=lambda c: c.name):
-            sections.append(_backend(app, color))
+            sections.append(_backend(app, color, include_servers))
     # No revision in the header: a config that did not change must render
     # byte-equal, so a runtime-only change never looks like it needs a reload.
     header = "# Rendered by Prism from desired state. Do not edit: Prism rewrites this file.\n"
     config = header + "\n".join("\n".join(section) + "\n" for section in sections)
-    maps = {paths.weights_map(app.name).name: render_map(map_entries(state, app)) for app in apps}
-    return RenderedFiles(config=config, maps=MappingProxyType(maps))
+    maps: dict[str, str] = {}
+    files: dict[str, str] = {}
+    for app in apps:
+        maps[paths.weights_map(app.name).name] = render_map(map_entries(state, app))
+        for rule in app.pins:
+            # Written even when empty: HAProxy 2.8 cannot start on a missing map file.
+            maps[pin_map_name(app.name, rule.name)] = render_map(pin_entries(state, app, rule))
+        body = maintenance_body(app)
+        if body is not None:
+            files[maintenance_file(app.name)] = body
+    return RenderedFiles(config=config, maps=MappingProxyType(maps), files=MappingProxyType(files))
 
 
-def _word(value: object, what: str) -> str:
-    """``value`` if it is one safe config token; InvalidInput otherwise."""
-    if not isinstance(value, str) or _WORD.fullmatch(value) is None:
-        raise InvalidInput(f"refusing to render {what} {str(value)[:80]!r} into haproxy.cfg")
+def config_without_servers(state: DesiredState, paths: StatePaths, settings: RenderSettings) -> str:
+    """The config with every ``server`` line left out.
+
+    Two states whose configs are equal this way differ only in servers, which
+    the Runtime API can add and remove without a reload.
+    """
+    return render(state, paths, settings, include_servers=False).config
+
+
+def _int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidInput(f"refusing to render {value!r} as a number")
     return value
-
-
-def _path(value: object, what: str) -> str:
-    text = str(value)
-    if SAFE_PATH.fullmatch(text) is None:
-        raise InvalidInput(f"refusing to render {what} path {text[:120]!r} into haproxy.cfg")
-    return text
 
 
 def _global(paths: StatePaths, settings: RenderSettings) -> list[str]:
@@ -209,8 +275,8 @@ def _global(paths: StatePaths, settings: RenderSettings) -> list[str]:
     # foreground as Prism's own user.
     return [
         "global",
-        f"    stats socket {_path(paths.admin_socket, 'admin socket')} mode 600 level admin",
-        f"    server-state-file {_path(paths.server_state, 'server state')}",
+        f"    stats socket {check_path(paths.admin_socket, 'admin socket')} mode 600 level admin",
+        f"    server-state-file {check_path(paths.server_state, 'server state')}",
         f"    maxconn {settings.maxconn}",
         f"    hard-stop-after {settings.hard_stop_after}",
     ]
@@ -245,48 +311,36 @@ def _admin(settings: RenderSettings) -> list[str]:
     ]
 
 
-def _smoke_acl(settings: RenderSettings) -> str:
-    # Named once per frontend so the secret appears once, not once per color.
-    return f"    acl prism_smoke_key req.hdr(x-prism-smoke-key) -m str {settings.smoke_key}"
+def _frontend_body(
+    apps: Sequence[tuple[App, str]], paths: StatePaths, settings: RenderSettings, before: list[str]
+) -> list[str]:
+    """ACLs, then ``before`` (e.g. the 404), then every request rule, then every use_backend.
 
-
-def _routing(app: App, paths: StatePaths, cond: str) -> tuple[list[str], list[str]]:
-    """One app's ``http-request`` and ``use_backend`` lines; ``cond`` is its host ACL or ''.
-
-    HAProxy runs every http-request rule before any use_backend rule (and
-    warns about rules written in the other order), so the caller places the
-    two lists apart.
+    HAProxy runs every http-request rule before any use_backend rule and warns
+    about rules written in the other order, so the apps' lines are grouped by kind.
     """
-    when = f" if {cond}" if cond else ""
-    also = f"{cond} " if cond else ""
-    weights = _path(paths.weights_map(app.name), "weights map")
-    stable = _word(backend_name(app.name, app.stable), "backend")
-    requests = [f"    http-request set-var(txn.prism_bucket) rand({BUCKETS}){when}"]
-    # use_backend rules run in order: smoke lines must precede the weighted one.
-    backends = []
-    for color in sorted(app.colors, key=lambda c: c.name):
-        name = _word(color.name, "color")
-        backends.append(
-            f"    use_backend {_word(backend_name(app.name, name), 'backend')} if {also}"
-            f"prism_smoke_key {{ req.hdr(x-prism-color) -m str {name} }}"
-        )
-    backends.append(f"    use_backend %[var(txn.prism_bucket),map_int({weights},{stable})]{when}")
-    if cond:
-        # Reached only if the map names a backend that does not exist.
-        backends.append(f"    use_backend {stable} if {cond}")
-    return requests, backends
+    routes = [app_rules(app, paths, host_acl) for app, host_acl in apps]
+    lines = frontend_acls(settings.smoke_key)
+    for route in routes:
+        lines += route.acls
+    lines += before
+    for route in routes:
+        lines += route.requests
+    if any(route.sets_cookie for route in routes):
+        lines.append(set_cookie_response())
+    for route in routes:
+        lines += route.backends
+    return lines
 
 
 def _app_frontend(app: App, paths: StatePaths, settings: RenderSettings) -> list[str]:
-    requests, backends = _routing(app, paths, "")
     return [
-        f"frontend app_{_word(app.name, 'app')}",
-        f"    bind {_word(app.bind, 'bind address')}",
-        _smoke_acl(settings),
-        *requests,
-        *backends,
-        # Reached only if the map names a backend that does not exist.
-        f"    default_backend {_word(backend_name(app.name, app.stable), 'backend')}",
+        f"frontend app_{check_word(app.name, 'app')}",
+        f"    bind {check_word(app.bind, 'bind address')}",
+        *_frontend_body([(app, "")], paths, settings, []),
+        # Reached only when no color is usable and the request skipped the
+        # maintenance page (a smoke request): HAProxy answers 503 itself.
+        f"    default_backend {check_word(backend_name(app.name, app.stable), 'backend')}",
     ]
 
 
@@ -294,40 +348,45 @@ def _listener_frontend(
     name: str, bind: str, apps: Sequence[App], paths: StatePaths, settings: RenderSettings
 ) -> list[str]:
     lines = [
-        f"frontend listener_{_word(name, 'listener')}",
-        f"    bind {_word(bind, 'bind address')}",
-        _smoke_acl(settings),
+        f"frontend listener_{check_word(name, 'listener')}",
+        f"    bind {check_word(bind, 'bind address')}",
     ]
-    acls = [f"host_{_word(app.name, 'app')}" for app in apps]
+    acls = [f"host_{check_word(app.name, 'app')}" for app in apps]
     for app, acl in zip(apps, acls, strict=True):
         # Host may carry a port ("shop.example.com:8080") and any case.
         lines.append(
-            f"    acl {acl} req.hdr(host),field(1,:),lower -m str {_word(app.host, 'host')}"
+            f"    acl {acl} req.hdr(host),field(1,:),lower -m str {check_word(app.host, 'host')}"
         )
     unmatched = f" if {' '.join(f'!{acl}' for acl in acls)}" if acls else ""
-    lines.append(
+    not_found = (
         "    http-request return status 404 content-type text/plain"
         f' string "no app on this listener for this Host\\n"{unmatched}'
     )
-    routes = [_routing(app, paths, acl) for app, acl in zip(apps, acls, strict=True)]
-    for requests, _ in routes:
-        lines.extend(requests)
-    for _, backends in routes:
-        lines.extend(backends)
+    lines += _frontend_body(list(zip(apps, acls, strict=True)), paths, settings, [not_found])
+    for app, acl in zip(apps, acls, strict=True):
+        # As default_backend above, per app: a smoke request when nothing is usable.
+        stable = check_word(backend_name(app.name, app.stable), "backend")
+        lines.append(f"    use_backend {stable} if {acl}")
     return lines
 
 
-def _backend(app: App, color: Color) -> list[str]:
+def _backend(app: App, color: Color, include_servers: bool) -> list[str]:
     check = app.check
-    name = _word(color.name, "color")
+    name = check_word(color.name, "color")
     lines = [
-        f"backend {_word(backend_name(app.name, name), 'backend')}",
+        f"backend {check_word(backend_name(app.name, name), 'backend')}",
+        # roundrobin: a dynamic algorithm, so servers can be added at runtime.
         "    balance roundrobin",
         "    option httpchk",
-        f"    http-check send meth GET uri {_word(check.path, 'check path')}",
-        f"    http-check expect status {check.expect_status}",
-        f"    default-server check inter {check.inter_ms}ms rise {check.rise} fall {check.fall}",
-        f"    retries {app.retries}",
+        f"    http-check send meth GET uri {check_word(check.path, 'check path')}",
+        f"    http-check expect status {_int(check.expect_status)}",
+        # The same settings as on every server line. Servers don't need it
+        # (each line stands alone), but it keeps check settings in the
+        # server-less config, so changing them is a reload, not a re-add of
+        # every server.
+        f"    default-server check inter {_int(check.inter_ms)}ms"
+        f" rise {_int(check.rise)} fall {_int(check.fall)}",
+        f"    retries {_int(app.retries)}",
     ]
     if app.redispatch:
         lines.append("    option redispatch")
@@ -336,9 +395,9 @@ def _backend(app: App, color: Color) -> list[str]:
         "    http-request del-header x-prism-smoke-key",
         f"    http-response set-header X-Prism-Color {name}",
     ]
-    for server in sorted(color.servers, key=lambda s: s.name):
-        lines.append(
-            f"    server {_word(server.name, 'server')}"
-            f" {_word(server.host, 'server host')}:{server.port} check"
-        )
+    if include_servers:
+        for server in sorted(color.servers, key=lambda s: s.name):
+            lines.append(
+                f"    server {check_word(server.name, 'server')} {server_args(check, server)}"
+            )
     return lines

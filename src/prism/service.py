@@ -19,24 +19,55 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prism import names
 from prism.apply import Applier
 from prism.desired import load_state
-from prism.errors import ConfigRejected, InvalidInput, PrismError
+from prism.errors import ConfigRejected, Conflict, InvalidInput, NotFound, PrismError
 from prism.files import read_text, write_atomic
 from prism.gates import server_readings
 from prism.haproxy.binary import HAProxyBinary, find_haproxy
 from prism.haproxy.runtime import RuntimeClient, UnixSocketTransport
 from prism.haproxy.supervisor import Supervisor
-from prism.model import DesiredState, Spec, backend_name, split_hostport
+from prism.model import (
+    App,
+    Color,
+    DesiredState,
+    PinRule,
+    Server,
+    Spec,
+    backend_name,
+    split_hostport,
+)
 from prism.paths import StatePaths
 from prism.phases import TERMINAL, Phase
 from prism.release import ReleaseRecord, Releases, SystemClock
 from prism.render import RenderSettings, derive_maxconn
-from prism.state import diff_spec, dump, routing_key, spec_ops
+from prism.routing import layout_ranges
+from prism.state import APPS, diff_spec, dump, pin_key, routing_key, spec_ops
 from prism.store.sqlite import SqliteStore
-from prism.types import AuditDraft, Delete, Put, Store
+from prism.types import AuditDraft, Compare, Delete, Put, Store
 
-__all__ = ["Prism", "ServiceOptions", "default_state_dir", "ensure_token"]
+__all__ = ["Prism", "ServiceOptions", "default_state_dir", "ensure_token", "normalize_pin_key"]
+
+
+def normalize_pin_key(rule: PinRule, key: str) -> str:
+    """Check a pin key against its rule's source; addresses become canonical networks."""
+    if rule.source == "address":
+        import ipaddress
+
+        if not isinstance(key, str) or len(key) > 64 or not key.isascii():
+            raise InvalidInput(f"invalid address or network: {key[:64]!r}")
+        try:
+            network = ipaddress.ip_network(key, strict=False)
+        except ValueError:
+            raise InvalidInput(
+                f"invalid address or network: {key[:64]!r}",
+                hint="e.g. 203.0.113.7 or 10.0.0.0/8",
+            ) from None
+        full = network.prefixlen == network.max_prefixlen
+        return str(network.network_address) if full else str(network)
+    return names.check(names.PIN_KEY, key, f"{rule.source} pin key")
+
 
 log = logging.getLogger("prism")
 
@@ -231,54 +262,65 @@ class Prism:
         }
 
     async def status(self, app_name: str | None = None) -> list[dict[str, Any]]:
-        """Per app: routing, colors with servers and their exact health, the latest release."""
+        """Per app: weights, buckets, servers with their exact health, pins, latest release."""
         state = await self.state()
         apps = [state.spec.app(app_name)] if app_name else list(state.spec.apps)
         rows = await self.runtime.show_stat() if self.supervisor.running else []
-        out = []
-        for app in apps:
-            routing = state.routing_for(app)
-            release = await self.releases.latest(app.name)
-            colors = []
-            for color in app.colors:
-                readings = {
-                    r.server: r for r in server_readings(rows, backend_name(app.name, color.name))
-                }
-                colors.append(
-                    {
-                        "name": color.name,
-                        "version": color.version,
-                        "active": color.name == routing.active,
-                        "weight": 100 if color.name == routing.active else 0,
-                        "servers": [
-                            {
-                                "name": s.name,
-                                "address": s.address,
-                                "status": readings[s.name].status
-                                if s.name in readings
-                                else "UNKNOWN",
-                                "in_use": readings[s.name].scur if s.name in readings else 0,
-                            }
-                            for s in color.servers
-                        ],
-                    }
-                )
-            out.append(
+        return [await self._app_status(state, app, rows) for app in apps]
+
+    async def _app_status(self, state: DesiredState, app: App, rows: list[Any]) -> dict[str, Any]:
+        routing = state.routing_for(app)
+        release = await self.releases.latest(app.name)
+        ranges = layout_ranges(routing.layout)
+        colors = []
+        for color in app.colors:
+            readings = {
+                r.server: r for r in server_readings(rows, backend_name(app.name, color.name))
+            }
+            colors.append(
                 {
-                    "name": app.name,
-                    "bind": app.bind,
-                    "listener": app.listener,
-                    "host": app.host,
-                    "stable": app.stable,
-                    "active": routing.active,
-                    "previous": routing.previous,
-                    "colors": colors,
-                    "release": release.model_dump(mode="json") if release else None,
-                    "desired_revision": state.revision,
-                    "applied_revision": self.applier.applied_revision,
+                    "name": color.name,
+                    "version": color.version,
+                    "active": color.name == routing.active,
+                    "weight": routing.weights.get(color.name, 0),
+                    "buckets": [f"{lo}-{hi}" for lo, hi, c in ranges if c == color.name],
+                    "servers": [
+                        {
+                            "name": s.name,
+                            "address": s.address,
+                            "status": readings[s.name].status if s.name in readings else "UNKNOWN",
+                            "check": readings[s.name].check_status if s.name in readings else "",
+                            "in_use": readings[s.name].scur if s.name in readings else 0,
+                        }
+                        for s in color.servers
+                    ],
                 }
             )
-        return out
+        return {
+            "name": app.name,
+            "bind": app.bind,
+            "listener": app.listener,
+            "host": app.host,
+            "stable": app.stable,
+            "active": routing.active,
+            "weights": routing.weights,
+            "previous": routing.previous,
+            "stickiness": app.stickiness.model_dump(mode="json"),
+            "colors": colors,
+            "pins": self._pin_list(state, app),
+            "release": release.model_dump(mode="json") if release else None,
+            "desired_revision": state.revision,
+            "applied_revision": self.applier.applied_revision,
+        }
+
+    @staticmethod
+    def _pin_list(state: DesiredState, app: App) -> list[dict[str, str]]:
+        pins = state.pins_for(app)
+        return [
+            {"rule": rule.name, "source": rule.source, "key": key, "color": color}
+            for rule in app.pins
+            for key, color in sorted(pins.get(rule.name, {}).items())
+        ]
 
     async def history(self, app_name: str | None, limit: int) -> list[dict[str, Any]]:
         if app_name is not None:
@@ -318,7 +360,7 @@ class Prism:
         )
         try:
             report = await self.applier.apply(await self.state())
-        except ConfigRejected as exc:
+        except PrismError as exc:
             await self._revert(old, actor, str(exc))
             raise
         return {
@@ -332,12 +374,168 @@ class Prism:
         current = await self.state()
         ops = spec_ops(current, old.spec)
         ops += [Put(routing_key(name), dump(route)) for name, route in old.routing.items()]
+        ops += [
+            Put(pin_key(app, rule, key), dump({"color": color}))
+            for app, rules in old.pins.items()
+            for rule, keys in rules.items()
+            for key, color in keys.items()
+        ]
         await self.store.commit(
             ops,
             audit=AuditDraft(actor=actor, action="apply.reverted", reason=why[:500]),
         )
         with contextlib.suppress(PrismError):
             await self.applier.apply(await self.state())
+
+    # -- pins ----------------------------------------------------------------
+
+    async def pins(self, app_name: str) -> list[dict[str, str]]:
+        state = await self.state()
+        return self._pin_list(state, state.spec.app(app_name))
+
+    async def pin(
+        self,
+        app_name: str,
+        key: str,
+        color: str,
+        *,
+        rule: str | None,
+        actor: str,
+        reason: str | None,
+    ) -> dict[str, Any]:
+        """Pin ``key`` (read by the rule's source) to ``color``; wins over weights."""
+        state = await self.state()
+        app = state.spec.app(app_name)
+        the_rule = app.pin_rule(rule)
+        app.color(color)
+        key = normalize_pin_key(the_rule, key)
+        entry_key = pin_key(app.name, the_rule.name, key)
+        old = await self.store.get(entry_key)
+        if old is not None and json.loads(old.value)["color"] == color:
+            return {"rule": the_rule.name, "key": key, "color": color, "changed": False}
+        await self.store.commit(
+            [Put(entry_key, dump({"color": color}))],
+            expect=[Compare(entry_key, old.mod_revision if old else 0)],
+            audit=AuditDraft(
+                actor=actor,
+                action="pin",
+                app=app.name,
+                detail={"rule": the_rule.name, "key": key, "color": color},
+                reason=reason,
+            ),
+        )
+        undo: list[Put | Delete] = [Put(entry_key, old.value)] if old else [Delete(entry_key)]
+        done = await _apply_or_revert(self, undo, actor, "pin", app.name)
+        return {"rule": the_rule.name, "key": key, "color": color, "changed": True, **done}
+
+    async def unpin(
+        self, app_name: str, key: str, *, rule: str | None, actor: str, reason: str | None
+    ) -> dict[str, Any]:
+        """Remove a pin; the key goes back to weighted routing."""
+        state = await self.state()
+        app = state.spec.app(app_name)
+        the_rule = app.pin_rule(rule)
+        key = normalize_pin_key(the_rule, key)
+        entry_key = pin_key(app.name, the_rule.name, key)
+        old = await self.store.get(entry_key)
+        if old is None:
+            raise NotFound(
+                f"{key!r} is not pinned in rule {the_rule.name!r} of {app.name!r}",
+                hint=f"`prism pins {app.name}` lists the pins",
+            )
+        await self.store.commit(
+            [Delete(entry_key)],
+            expect=[Compare(entry_key, old.mod_revision)],
+            audit=AuditDraft(
+                actor=actor,
+                action="unpin",
+                app=app.name,
+                detail={"rule": the_rule.name, "key": key, "color": json.loads(old.value)["color"]},
+                reason=reason,
+            ),
+        )
+        done = await _apply_or_revert(self, [Put(entry_key, old.value)], actor, "unpin", app.name)
+        return {"rule": the_rule.name, "key": key, "changed": True, **done}
+
+    # -- servers -------------------------------------------------------------
+
+    async def add_server(
+        self,
+        app_name: str,
+        color_name: str,
+        address: str,
+        *,
+        name: str | None,
+        actor: str,
+        reason: str | None,
+    ) -> dict[str, Any]:
+        """Add a server without reload: checked through DRAIN before it takes traffic."""
+        state = await self.state()
+        app = state.spec.app(app_name)
+        color = app.color(color_name)
+        try:
+            host, port = split_hostport(address)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+        taken = {s.name for s in color.servers}
+        if name is None:
+            name = next(f"s{i}" for i in range(1, len(taken) + 2) if f"s{i}" not in taken)
+        names.check(names.SERVER_NAME, name, "server name")
+        if name in taken:
+            raise Conflict(f"color {color.name!r} of {app.name!r} already has a server {name!r}")
+        server = Server(name=name, host=host, port=port)
+        new_color = color.model_copy(update={"servers": (*color.servers, server)})
+        return await self._replace_color(
+            state, app, new_color, actor, reason, "server.add", {"server": name, "address": address}
+        )
+
+    async def remove_server(
+        self, app_name: str, color_name: str, name: str, *, actor: str, reason: str | None
+    ) -> dict[str, Any]:
+        """Drain a server until its in-use connections are 0, then remove it, without reload."""
+        state = await self.state()
+        app = state.spec.app(app_name)
+        color = app.color(color_name)
+        names.check(names.SERVER_NAME, name, "server name")
+        if not any(s.name == name for s in color.servers):
+            raise NotFound(f"color {color.name!r} of {app.name!r} has no server {name!r}")
+        new_color = color.model_copy(
+            update={"servers": tuple(s for s in color.servers if s.name != name)}
+        )
+        return await self._replace_color(
+            state, app, new_color, actor, reason, "server.remove", {"server": name}
+        )
+
+    async def _replace_color(
+        self,
+        state: DesiredState,
+        app: App,
+        color: Color,
+        actor: str,
+        reason: str | None,
+        action: str,
+        detail: dict[str, Any],
+    ) -> dict[str, Any]:
+        colors = tuple(color if c.name == color.name else c for c in app.colors)
+        new_app = App.model_validate(
+            {**app.model_dump(), "colors": [c.model_dump() for c in colors]}
+        )
+        key = f"{APPS}{app.name}"
+        entry = await self.store.get(key)
+        assert entry is not None
+        await self.store.commit(
+            [Put(key, dump(new_app))],
+            expect=[Compare(key, entry.mod_revision)],
+            audit=AuditDraft(
+                actor=actor,
+                action=action,
+                app=app.name,
+                detail={"color": color.name, **detail},
+                reason=reason,
+            ),
+        )
+        done = await _apply_or_revert(self, [Put(key, entry.value)], actor, action, app.name)
+        return {"app": app.name, "color": color.name, **detail, **done}
 
     def _check_ports_free(self, old: Spec, new: Spec) -> None:
         """A new bind on a port some other process holds would only fail at reload: refuse now."""
@@ -362,6 +560,25 @@ class Prism:
                             hint="bind an address of this machine; nothing was changed",
                         ) from exc
                     raise
+
+
+async def _apply_or_revert(
+    prism: Prism, ops_undo: list[Put | Delete], actor: str, action: str, app: str
+) -> dict[str, Any]:
+    """Apply the latest desired state; if HAProxy refuses, undo the store change."""
+    try:
+        report = await prism.applier.apply(await prism.state())
+    except PrismError as exc:
+        await prism.store.commit(
+            ops_undo,
+            audit=AuditDraft(
+                actor=actor, action=f"{action}.reverted", app=app, reason=str(exc)[:500]
+            ),
+        )
+        with contextlib.suppress(PrismError):
+            await prism.applier.apply(await prism.state())
+        raise
+    return {"operations": report.operations, "mode": report.mode, "ms": report.duration_ms}
 
 
 def _binds(spec: Spec) -> list[str]:

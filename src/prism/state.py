@@ -4,7 +4,8 @@ Key layout (values are JSON)::
 
     spec/listeners/<name>   a Listener
     spec/apps/<name>        an App with its colors and servers
-    routing/<app>           a Routing: the active and previous color
+    routing/<app>           a Routing: weights, bucket layout, previous weights
+    pins/<app>/<rule>/<key> {"color": ...}: a pinned key (a key may contain '/')
     releases/<app>          the app's latest release record
     applied/<node>          what a node last applied (revision, drift)
 
@@ -30,6 +31,7 @@ __all__ = [
     "applied_key",
     "decode_state",
     "diff_spec",
+    "pin_key",
     "release_key",
     "routing_key",
     "spec_ops",
@@ -38,12 +40,17 @@ __all__ = [
 LISTENERS = "spec/listeners/"
 APPS = "spec/apps/"
 ROUTING = "routing/"
+PINS = "pins/"
 RELEASES = "releases/"
 APPLIED = "applied/"
 
 
 def routing_key(app: str) -> str:
     return f"{ROUTING}{app}"
+
+
+def pin_key(app: str, rule: str, key: str) -> str:
+    return f"{PINS}{app}/{rule}/{key}"
 
 
 def release_key(app: str) -> str:
@@ -62,9 +69,13 @@ def dump(value: Any) -> str:
 
 
 def decode_state(
-    listeners: Sequence[Entry], apps: Sequence[Entry], routing: Sequence[Entry], revision: int
+    listeners: Sequence[Entry],
+    apps: Sequence[Entry],
+    routing: Sequence[Entry],
+    revision: int,
+    pins: Sequence[Entry] = (),
 ) -> DesiredState:
-    """Build a DesiredState from the entries under spec/ and routing/."""
+    """Build a DesiredState from the entries under spec/, routing/ and pins/."""
     spec = parse_model(
         Spec,
         {
@@ -78,9 +89,14 @@ def decode_state(
         name = entry.key[len(ROUTING) :]
         route = parse_model(Routing, json.loads(entry.value), source=f"stored {entry.key}")
         app = next((a for a in spec.apps if a.name == name), None)
-        if app is not None and app.has_color(route.active):
+        if app is not None and all(app.has_color(c) for c in route.weights):
             routes[name] = route
-    return DesiredState(spec=spec, routing=routes, revision=revision)
+    pinned: dict[str, dict[str, dict[str, str]]] = {}
+    for entry in pins:
+        app_name, rule, key = entry.key[len(PINS) :].split("/", 2)
+        color = json.loads(entry.value)["color"]
+        pinned.setdefault(app_name, {}).setdefault(rule, {})[key] = color
+    return DesiredState(spec=spec, routing=routes, pins=pinned, revision=revision)
 
 
 @dataclass(frozen=True)
@@ -122,19 +138,28 @@ def diff_spec(old: Spec, new: Spec) -> SpecChange:
 def spec_ops(old: DesiredState, new: Spec) -> list[Put | Delete]:
     """Store operations turning ``old``'s spec into ``new``.
 
-    Routing survives an apply while its active color still exists, so that
+    Routing survives an apply while every color it weighs still exists, so that
     re-applying a file never silently undoes a release. Routing of a removed
-    app, or one whose active color is gone, is dropped (the app then serves
-    its stable color).
+    app, or one weighing a removed color, is dropped (the app then serves its
+    stable color). Pins of removed apps, rules or colors are dropped too.
     """
     change = diff_spec(old.spec, new)
     after = _items(new)
     ops: list[Put | Delete] = [Put(k, dump(after[k])) for k in change.added + change.changed]
     ops += [Delete(k) for k in change.removed]
+    apps = {a.name: a for a in new.apps}
     for name, route in old.routing.items():
-        app = next((a for a in new.apps if a.name == name), None)
-        if app is None or not app.has_color(route.active):
+        app = apps.get(name)
+        if app is None or not all(app.has_color(c) for c in route.weights):
             ops.append(Delete(routing_key(name)))
-        elif route.previous is not None and not app.has_color(route.previous):
-            ops.append(Put(routing_key(name), dump(Routing(active=route.active))))
+        elif route.previous is not None and not all(app.has_color(c) for c in route.previous):
+            kept = Routing(weights=route.weights, layout=route.layout)
+            ops.append(Put(routing_key(name), dump(kept)))
+    for name, rules in old.pins.items():
+        app = apps.get(name)
+        for rule, keys in rules.items():
+            rule_alive = app is not None and any(r.name == rule for r in app.pins)
+            for key, color in keys.items():
+                if not rule_alive or app is None or not app.has_color(color):
+                    ops.append(Delete(pin_key(name, rule, key)))
     return ops

@@ -234,7 +234,7 @@ def test_prism_restart_adopts_haproxy_and_keeps_routing(
             haproxy_pid = second.haproxy_pid
             wait_until_up(second, "shop", ["green"])
             assert get_color(port) == "green"
-            assert second.api("GET", "/apps/shop").json()["previous"] == "blue"
+            assert second.api("GET", "/apps/shop").json()["previous"] == {"blue": 100}
     finally:
         if haproxy_pid is not None:
             with __import__("contextlib").suppress(ProcessLookupError):

@@ -2,6 +2,8 @@
 
 Every process started here (HAProxy master and worker, two ``http.server``
 backends) is stopped by its PID in the fixture teardown, even when a test fails.
+Rainbow routing (weights, pins, stickiness, fallback) runs live in
+``test_render_rainbow.py``.
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ from typing import Any
 
 import pytest
 
-from prism.model import DesiredState, parse_model
+from prism.model import DesiredState, Routing, parse_model
 from prism.paths import StatePaths
-from prism.render import RenderedFiles, RenderSettings, bucket_ranges, render, render_map
+from prism.render import RenderedFiles, RenderSettings, render
 
 pytestmark = pytest.mark.haproxy
 
@@ -58,6 +60,14 @@ def write_files(paths: StatePaths, files: RenderedFiles) -> None:
     paths.config.write_text(files.config)
     for name, text in files.maps.items():
         (paths.maps / name).write_text(text)
+    for name, text in files.files.items():
+        (paths.root / name).parent.mkdir(parents=True, exist_ok=True)
+        (paths.root / name).write_text(text, encoding="utf-8")
+
+
+def routing(weights: dict[str, int]) -> dict[str, Any]:
+    """A routing document for ``weights``, as the store would hold it."""
+    return Routing.moved(None, weights).model_dump()
 
 
 def check_config(binary: str, config: Path) -> subprocess.CompletedProcess[str]:
@@ -107,8 +117,72 @@ def extra_states() -> dict[str, dict[str, Any]]:
                     },
                 ],
             },
-            "routing": {"a-1": {"active": "green-2"}, "c": {"active": "c30"}},
+            "routing": {"a-1": routing({"green-2": 100}), "c": routing({"c30": 100})},
         },
+        "rainbow_edge": rainbow_edge(),
+    }
+
+
+def rainbow_edge() -> dict[str, Any]:
+    """Every rainbow feature at its limits: 32 colors, 8 pin rules, 8 KiB pages, bodiless 204."""
+    colors = [{"name": f"c{n:02}", "servers": [f"127.0.0.1:{9100 + n}"]} for n in range(32)]
+    rules = [
+        {"name": "tenant", "source": "header", "key": "X-Tenant-Id"},
+        {"name": "user", "source": "cookie", "key": "user_id"},
+        {"name": "beta", "source": "query", "key": "beta.flag"},
+        {"name": "v4", "source": "address"},
+        {"name": "v6", "source": "address"},
+        {"name": "none1", "source": "header", "key": "X-A"},
+        {"name": "none2", "source": "cookie", "key": "B"},
+        {"name": "none3", "source": "query", "key": "c"},
+    ]
+    pins = {
+        "tenant": {"acme": "c01", "a.b:c@d_e-f": "c02"},
+        "user": {"42": "c03"},
+        "beta": {"1": "c31"},
+        "v4": {"127.0.0.1/32": "c04", "10.0.0.0/8": "c05", "192.168.0.1": "c06"},
+        "v6": {"::1": "c07", "2001:db8::/32": "c08", "fe80::/10": "c09"},
+    }
+    weights = {f"c{n:02}": 3 for n in range(32)} | {"c00": 7}
+    line = "Wartungsarbeiten — bitte später wiederkommen. ✓\n"
+    big = line * (8192 // len(line.encode()))
+    big += "x" * (8192 - len(big.encode()))  # exactly the model's 8 KiB limit
+    return {
+        "spec": {
+            "listeners": [{"name": "edge", "bind": "127.0.0.1:8200"}],
+            "apps": [
+                {
+                    "name": "wide",
+                    "bind": "127.0.0.1:8201",
+                    "stable": "c00",
+                    "stickiness": {"source": "cookie", "name": "prism_uid", "set_cookie": True},
+                    "pins": rules,
+                    "maintenance": {"status": 599, "content_type": "text/plain", "body": big},
+                    "colors": colors,
+                },
+                {
+                    "name": "nobody",
+                    "listener": "edge",
+                    "host": "nobody.test",
+                    "stable": "blue",
+                    "stickiness": {"source": "header", "name": "X-User"},
+                    "maintenance": {"status": 204},
+                    "colors": [{"name": "blue"}],
+                },
+                {
+                    "name": "json",
+                    "listener": "edge",
+                    "host": "json.test",
+                    "stable": "blue",
+                    "stickiness": {"source": "cookie", "name": "sid", "set_cookie": True},
+                    "maintenance": {"status": 200, "content_type": "application/json"}
+                    | {"body": '{"maintenance": true}'},
+                    "colors": [{"name": "blue"}, {"name": "green"}],
+                },
+            ],
+        },
+        "routing": {"wide": routing(weights), "json": routing({"blue": 50, "green": 50})},
+        "pins": {"wide": pins},
     }
 
 
@@ -129,7 +203,7 @@ STATES = all_states()
 def test_haproxy_accepts_rendered_config(
     name: str, haproxy_bin: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    """`haproxy -c` accepts every rendered config, with no warning or alert."""
+    """`haproxy -c` accepts every rendered config (and its maps and pages), warning-free."""
     paths = StatePaths.at(tmp_path_factory.mktemp("check"))
     write_files(paths, render(STATES[name], paths, settings()))
     result = check_config(haproxy_bin, paths.config)
@@ -147,6 +221,18 @@ def test_haproxy_rejects_missing_map(
     paths = StatePaths.at(tmp_path_factory.mktemp("nomap"))
     write_files(paths, render(STATES["golden_one_app_three_colors"], paths, settings()))
     shutil.rmtree(paths.maps)
+    assert check_config(haproxy_bin, paths.config).returncode != 0
+
+
+@pytest.mark.parametrize("missing", ["maps/shop.pins.beta.map", "pages/shop.maintenance"])
+def test_haproxy_rejects_missing_pin_map_or_page(
+    missing: str, haproxy_bin: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """An empty pin map and the page file are needed too: without either the config fails."""
+    paths = StatePaths.at(tmp_path_factory.mktemp("nofile"))
+    write_files(paths, render(STATES["golden_rainbow"], paths, settings()))
+    assert check_config(haproxy_bin, paths.config).returncode == 0
+    (paths.root / missing).unlink()
     assert check_config(haproxy_bin, paths.config).returncode != 0
 
 
@@ -225,7 +311,7 @@ class Live:
 
 
 def live_state(ports: dict[str, int]) -> DesiredState:
-    """shop on its own bind (active green); api and split on the shared listener."""
+    """shop on its own bind (all green); api and split (50/50) on the shared listener."""
 
     def colors() -> list[dict[str, Any]]:
         return [
@@ -243,7 +329,7 @@ def live_state(ports: dict[str, int]) -> DesiredState:
                 {"name": "split", "host": "split.test", "colors": colors()} | web,
             ],
         },
-        "routing": {"shop": {"active": "green", "previous": "blue"}},
+        "routing": {"shop": routing({"green": 100}), "split": routing({"blue": 50, "green": 50})},
     }
     return parse_model(DesiredState, data)
 
@@ -283,10 +369,6 @@ def start_live(haproxy_bin: str, root: Path, procs: Processes) -> Live:
 
     paths = StatePaths.at(root / "state")
     write_files(paths, render(live_state(ports), paths, settings(ports["admin"])))
-    # What a weighted release will write: 50/50 ranges, to prove map_int ranges work.
-    (paths.maps / "split.weights.map").write_text(
-        render_map(bucket_ranges([("split.blue", 50), ("split.green", 50)]))
-    )
     assert check_config(haproxy_bin, paths.config).returncode == 0
 
     master = procs.start(
@@ -345,7 +427,7 @@ def test_live_shared_listener_matches_host(live: Live) -> None:
 
 
 def test_live_map_int_ranges_split_traffic(live: Live) -> None:
-    """A 0:49/50:99 weights map sends traffic to both colors (all 60 on one side: p=2**-59)."""
+    """50/50 weights send traffic to both colors (all 60 on one side: p=2**-59)."""
     seen = {get(live.ports["web"], {"Host": "split.test"})[1] for _ in range(60)}
     assert seen == {"blue", "green"}
 

@@ -1,7 +1,7 @@
-"""Unit tests of the pure renderer: golden outputs, determinism, maps, limits.
+"""Unit tests of the pure renderer: golden outputs, determinism, maps, pins, pages, limits.
 
 Golden cases live in ``golden/<case>/``: ``state.json`` is the input,
-``haproxy.cfg`` and ``maps/*.map`` the expected output. Regenerate them with
+``haproxy.cfg``, ``maps/*.map`` and ``files/**`` (pages) the expected output. Regenerate them with
 ``PRISM_UPDATE_GOLDEN=1 pytest tests/unit/test_render.py`` and review the diff.
 """
 
@@ -11,21 +11,39 @@ import json
 import os
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
-from prism.errors import InvalidInput
-from prism.model import App, Color, DesiredState, Routing, Server, Spec, parse_model
+from prism.errors import InvalidInput, NotFound
+from prism.model import (
+    App,
+    Color,
+    DesiredState,
+    Maintenance,
+    PinRule,
+    Routing,
+    Server,
+    Spec,
+    Stickiness,
+    parse_model,
+)
 from prism.paths import StatePaths
 from prism.render import (
     RenderedFiles,
     RenderSettings,
-    bucket_ranges,
+    config_without_servers,
     derive_maxconn,
+    maintenance_file,
     map_entries,
+    pin_entries,
+    pin_map_name,
     render,
     render_map,
+    server_args,
 )
+from prism.routing import layout_ranges
 
 GOLDEN = Path(__file__).parent / "golden"
 CASES = sorted(p.name for p in GOLDEN.iterdir() if (p / "state.json").is_file())
@@ -41,17 +59,30 @@ def load_state(case: str) -> DesiredState:
 def read_golden(case: str) -> RenderedFiles:
     maps_dir = GOLDEN / case / "maps"
     maps = {p.name: p.read_text() for p in sorted(maps_dir.glob("*.map"))}
-    return RenderedFiles(config=(GOLDEN / case / "haproxy.cfg").read_text(), maps=maps)
+    files_dir = GOLDEN / case / "files"
+    files = {
+        p.relative_to(files_dir).as_posix(): p.read_text(encoding="utf-8")
+        for p in sorted(files_dir.rglob("*"))
+        if p.is_file()
+    }
+    config = (GOLDEN / case / "haproxy.cfg").read_text()
+    return RenderedFiles(config=config, maps=maps, files=files)
 
 
 def write_golden(case: str, files: RenderedFiles) -> None:
-    maps_dir = GOLDEN / case / "maps"
+    maps_dir, files_dir = GOLDEN / case / "maps", GOLDEN / case / "files"
     maps_dir.mkdir(parents=True, exist_ok=True)
     for stale in maps_dir.glob("*.map"):
         stale.unlink()
+    for stale in files_dir.rglob("*"):
+        if stale.is_file():
+            stale.unlink()
     (GOLDEN / case / "haproxy.cfg").write_text(files.config)
     for name, text in files.maps.items():
         (maps_dir / name).write_text(text)
+    for name, text in files.files.items():
+        (files_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (files_dir / name).write_text(text, encoding="utf-8")
 
 
 def frontend(config: str, name: str) -> list[str]:
@@ -70,11 +101,13 @@ def test_golden(case: str) -> None:
     expected = read_golden(case)
     assert files.config == expected.config
     assert dict(files.maps) == dict(expected.maps)
+    assert dict(files.files) == dict(expected.files)
 
 
 def test_golden_cases_present() -> None:
-    """The three required golden scenarios are checked in."""
-    assert {"one_app_three_colors", "shared_listener", "color_without_servers"} <= set(CASES)
+    """The required golden scenarios are checked in."""
+    required = {"one_app_three_colors", "shared_listener", "color_without_servers", "rainbow"}
+    assert required | {"rainbow_listener"} <= set(CASES)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -116,6 +149,7 @@ def test_render_depends_on_paths_only_through_paths() -> None:
     staging = render(state, StatePaths(Path("/srv/prism/staging")), SETTINGS)
     assert staging.config.replace("/srv/prism/staging/", "/srv/prism/") == live.config
     assert staging.maps == live.maps
+    assert staging.files == live.files
 
 
 def test_config_references_state_paths() -> None:
@@ -123,8 +157,9 @@ def test_config_references_state_paths() -> None:
     config = render(load_state("shared_listener"), PATHS, SETTINGS).config
     assert f"stats socket {PATHS.admin_socket} mode 600 level admin" in config
     assert f"server-state-file {PATHS.server_state}" in config
-    assert f"map_int({PATHS.weights_map('api')},api.green)" in config
-    assert f"map_int({PATHS.weights_map('shop')},shop.blue)" in config
+    assert f"map_int({PATHS.weights_map('api')}) if host_api !prism_color_set" in config
+    assert f"map_int({PATHS.weights_map('shop')}) if host_shop !prism_color_set" in config
+    assert f"file {PATHS.root}/pages/api.maintenance if host_api" in config
 
 
 def test_global_has_no_daemon_or_user_switch() -> None:
@@ -134,19 +169,70 @@ def test_global_has_no_daemon_or_user_switch() -> None:
     assert not words & {"daemon", "user", "group", "chroot", "uid", "gid", "nbproc"}
 
 
-def test_smoke_rules_precede_weighted_rule() -> None:
-    """Every smoke use_backend line comes before the weighted one, and all http-request first."""
+@pytest.mark.parametrize("case", CASES)
+def test_request_rules_precede_backend_rules(case: str) -> None:
+    """In every frontend all http-request/http-response rules come before any use_backend."""
+    config = render(load_state(case), PATHS, SETTINGS).config
+    for section in config.split("\n\n"):
+        kinds = [line.split()[0] for line in section.splitlines()[1:]]
+        if "use_backend" in kinds:
+            rules = [i for i, k in enumerate(kinds) if k in ("http-request", "http-response")]
+            assert max(rules) < kinds.index("use_backend")
+
+
+def test_backend_rules_order_smoke_chosen_fallback() -> None:
+    """Per app: smoke lines, then the chosen color per color, then stable, then others by name."""
     config = render(load_state("shared_listener"), PATHS, SETTINGS).config
-    lines = frontend(config, "listener_web")
-    kinds = [line.split()[0] for line in lines]
-    last_request = max(i for i, k in enumerate(kinds) if k == "http-request")
-    assert last_request < kinds.index("use_backend")
-    for app in ("api", "shop"):
-        own = [line for line in lines if line.startswith("use_backend") and f"host_{app}" in line]
-        weighted = [i for i, line in enumerate(own) if "map_int" in line]
-        smoke = [i for i, line in enumerate(own) if "prism_smoke_key" in line]
-        assert len(smoke) == 2
-        assert weighted == [len(smoke)]
+    own = [
+        line
+        for line in frontend(config, "listener_web")
+        if line.startswith("use_backend") and "host_api" in line
+    ]
+    assert own == [
+        "use_backend api.blue if host_api prism_smoke_key { req.hdr(x-prism-color) -m str blue }",
+        "use_backend api.green if host_api prism_smoke_key { req.hdr(x-prism-color) -m str green }",
+        "use_backend api.blue if host_api { var(txn.prism_color) -m str api.blue }"
+        " { nbsrv(api.blue) gt 0 }",
+        "use_backend api.green if host_api { var(txn.prism_color) -m str api.green }"
+        " { nbsrv(api.green) gt 0 }",
+        "use_backend api.green if host_api { nbsrv(api.green) gt 0 }",
+        "use_backend api.blue if host_api { nbsrv(api.blue) gt 0 }",
+        "use_backend api.green if host_api",
+    ]
+
+
+def test_request_rules_order_pins_bucket_weights() -> None:
+    """Maintenance first, pins in rule order, then the bucket, then the weights lookup."""
+    lines = frontend(render(load_state("rainbow"), PATHS, SETTINGS).config, "app_shop")
+    requests = [line for line in lines if line.startswith("http-request")]
+    assert requests[0].startswith("http-request return status 503 ")
+    assert requests[0].endswith(" if !usable_shop !prism_smoke_key")
+    pins = requests[1:4]
+    assert [p.split()[2].split("(")[0] for p in pins] == ["req.hdr", "src,map_ip", "url_param"]
+    assert all(p.endswith(" if !prism_color_set") for p in pins)
+    assert "shop.pins.tenant.map" in pins[0]
+    assert "shop.pins.office.map" in pins[1]
+    assert "shop.pins.beta.map" in pins[2]
+    assert requests[-1] == (
+        "http-request set-var(txn.prism_color) var(txn.prism_bucket),"
+        f"map_int({PATHS.weights_map('shop')}) if !prism_color_set"
+    )
+    stickiness = {line.split()[1].split(")")[0] for line in requests[4:-1]}
+    assert stickiness == {
+        "set-var(txn.prism_bucket",
+        "set-var(txn.prism_uid",
+        "set-var-fmt(txn.prism_set_cookie",
+    }
+
+
+def test_usable_acl_ors_every_color() -> None:
+    """The app's usable ACL has one nbsrv line per color; the page needs it false."""
+    lines = frontend(render(load_state("rainbow"), PATHS, SETTINGS).config, "app_shop")
+    assert [line for line in lines if line.startswith("acl usable_shop")] == [
+        "acl usable_shop nbsrv(shop.blue) gt 0",
+        "acl usable_shop nbsrv(shop.green) gt 0",
+        "acl usable_shop nbsrv(shop.red) gt 0",
+    ]
 
 
 def test_smoke_needs_key_and_color() -> None:
@@ -189,20 +275,38 @@ def test_map_entries_default_to_stable() -> None:
     assert map_entries(state, app) == [("0:99", "billing.blue")]
 
 
-def test_map_entries_follow_active_color() -> None:
-    """The weights map names the routing's active color."""
+def test_map_entries_follow_routing() -> None:
+    """The weights map names the routing's only color, and follows a change of it."""
     state = load_state("one_app_three_colors")
     assert map_entries(state, state.spec.app("shop")) == [("0:99", "shop.green")]
-    moved = state.model_copy(update={"routing": {"shop": Routing(active="red")}})
+    moved = state.model_copy(update={"routing": {"shop": Routing.only("red")}})
     assert map_entries(moved, moved.spec.app("shop")) == [("0:99", "shop.red")]
 
 
-def test_bucket_ranges_are_disjoint_and_cover_all_buckets() -> None:
-    """Weights become adjacent, non-overlapping ranges covering 0..99; zero weights vanish."""
-    entries = bucket_ranges([("a.blue", 70), ("a.green", 0), ("a.red", 25), ("a.x", 5)])
-    assert entries == [("0:69", "a.blue"), ("70:94", "a.red"), ("95:99", "a.x")]
-    covered = [n for key, _ in entries for n in range(*_span(key))]
-    assert covered == list(range(100))
+def test_map_entries_come_from_layout() -> None:
+    """70/20/10 after a relayout keeps blue's buckets: ranges follow the layout, not name order."""
+    state = load_state("rainbow")
+    app = state.spec.app("shop")
+    entries = map_entries(state, app)
+    assert entries == [("0:69", "shop.blue"), ("70:79", "shop.red"), ("80:99", "shop.green")]
+    layout = state.routing_for(app).layout
+    assert entries == [(f"{lo}:{hi}", f"shop.{c}") for lo, hi, c in layout_ranges(layout)]
+
+
+def test_map_entries_are_disjoint_and_cover_all_buckets() -> None:
+    """For interleaved layouts too, ranges are in order, disjoint and cover 0..99 exactly."""
+    state = load_state("rainbow")
+    app = state.spec.app("shop")
+    routing = state.routing_for(app)
+    for weights in ({"blue": 10, "green": 45, "red": 45}, {"green": 1, "red": 99}, {"blue": 100}):
+        routing = Routing.moved(routing, weights)
+        changed = state.model_copy(update={"routing": {"shop": routing}})
+        entries = map_entries(changed, app)
+        covered = [n for key, _ in entries for n in range(*_span(key))]
+        assert covered == list(range(100))
+        for color, weight in weights.items():
+            owned = sum(len(range(*_span(k))) for k, v in entries if v == f"shop.{color}")
+            assert owned == weight
 
 
 def _span(key: str) -> tuple[int, int]:
@@ -210,13 +314,246 @@ def _span(key: str) -> tuple[int, int]:
     return int(low), int(high) + 1
 
 
+def test_pin_entries_sorted_with_backend_names() -> None:
+    """Pins become key → backend lines sorted by key, per rule."""
+    state = load_state("rainbow")
+    app = state.spec.app("shop")
+    assert pin_entries(state, app, "tenant") == [("acme", "shop.green"), ("globex", "shop.red")]
+    assert pin_entries(state, app, app.pins[1]) == [
+        ("10.0.0.0/8", "shop.green"),
+        ("127.0.0.1/32", "shop.red"),
+        ("2001:db8::/32", "shop.green"),
+    ]
+
+
+def test_pin_entries_empty_without_pins() -> None:
+    """A rule with no pins has an empty map, and its file still renders (HAProxy needs it)."""
+    state = load_state("rainbow")
+    assert pin_entries(state, state.spec.app("shop"), "beta") == []
+    files = render(state, PATHS, SETTINGS)
+    assert files.maps[pin_map_name("shop", "beta")] == ""
+    assert set(files.maps) == {
+        "shop.weights.map",
+        "shop.pins.tenant.map",
+        "shop.pins.office.map",
+        "shop.pins.beta.map",
+    }
+
+
+def test_pin_entries_unknown_rule() -> None:
+    """Asking for a rule the app does not have raises NotFound."""
+    state = load_state("rainbow")
+    with pytest.raises(NotFound):
+        pin_entries(state, state.spec.app("shop"), "nope")
+
+
+def test_pins_to_removed_colors_are_dropped() -> None:
+    """A pin naming a color the app no longer has is left out of the map."""
+    state = load_state("rainbow")
+    pins = {"shop": {"tenant": {"acme": "green", "gone": "purple"}}}
+    changed = state.model_copy(update={"pins": pins})
+    assert pin_entries(changed, changed.spec.app("shop"), "tenant") == [("acme", "shop.green")]
+
+
 @pytest.mark.parametrize(
-    "weights", [[("a", 50)], [("a", 60), ("b", 60)], [("a", 101), ("b", -1)], [("a", True)]]
+    ("rule", "key"),
+    [
+        ("office", "10.0.0.0/8 x"),
+        ("office", "not-an-ip"),
+        ("office", "300.1.1.1"),
+        ("office", "fe80::1%eth0"),
+        ("tenant", "a b"),
+        ("tenant", "a#b"),
+        ("tenant", "a\nb"),
+        ("tenant", ""),
+    ],
 )
-def test_bucket_ranges_reject_bad_weights(weights: list[tuple[str, int]]) -> None:
-    """Weights that are out of range or do not sum to 100 are refused."""
+def test_pin_entries_refuse_bad_keys(rule: str, key: str) -> None:
+    """A pin key that is not an address (address rules) or a safe token (others) is refused."""
+    state = load_state("rainbow")
+    changed = state.model_copy(update={"pins": {"shop": {rule: {key: "green"}}}})
     with pytest.raises(InvalidInput):
-        bucket_ranges(weights)
+        render(changed, PATHS, SETTINGS)
+
+
+@pytest.mark.parametrize("key", ["::1", "192.168.1.7", "2001:db8::/32", "10.1.2.3/8"])
+def test_pin_entries_accept_addresses(key: str) -> None:
+    """Address rules take IPv4/IPv6 addresses and CIDRs (host bits allowed, as map_ip does)."""
+    state = load_state("rainbow")
+    changed = state.model_copy(update={"pins": {"shop": {"office": {key: "red"}}}})
+    assert pin_entries(changed, changed.spec.app("shop"), "office") == [(key, "shop.red")]
+
+
+def _with_app(state: DesiredState, **changes: object) -> DesiredState:
+    """``state`` with its first app changed (validated again)."""
+    app = state.spec.apps[0].model_copy(update=changes)
+    spec = state.spec.model_copy(update={"apps": (app, *state.spec.apps[1:])})
+    return parse_model(DesiredState, state.model_copy(update={"spec": spec}).model_dump())
+
+
+def test_pin_lookups_per_source() -> None:
+    """Each pin source reads its own sample fetch; addresses use map_ip, the rest map_str."""
+    state = load_state("rainbow")
+    app = state.spec.app("shop")
+    who = PinRule(name="who", source="cookie", key="user_id")
+    changed = _with_app(state, pins=(*app.pins, who))
+    config = render(changed, PATHS, SETTINGS).config
+    maps = PATHS.maps
+    assert f"req.hdr(X-Tenant),map_str({maps}/shop.pins.tenant.map)" in config
+    assert f"src,map_ip({maps}/shop.pins.office.map)" in config
+    assert f"url_param(beta),map_str({maps}/shop.pins.beta.map)" in config
+    assert f"req.cook(user_id),map_str({maps}/shop.pins.who.map)" in config
+
+
+def test_stickiness_none_uses_rand() -> None:
+    """Without stickiness the bucket is rand(100) and no hash or cookie appears."""
+    lines = frontend(render(load_state("one_app_three_colors"), PATHS, SETTINGS).config, "app_shop")
+    assert "http-request set-var(txn.prism_bucket) rand(100)" in lines
+    assert not any("xxh32" in line or "Set-Cookie" in line for line in lines)
+
+
+def test_stickiness_header() -> None:
+    """Header stickiness hashes the header with xxh32 when present, rand(100) otherwise."""
+    state = _with_app(
+        load_state("one_app_three_colors"),
+        stickiness=Stickiness(source="header", name="X-User"),
+    )
+    lines = frontend(render(state, PATHS, SETTINGS).config, "app_shop")
+    buckets = [line for line in lines if "set-var(txn.prism_bucket)" in line]
+    assert buckets == [
+        "http-request set-var(txn.prism_bucket) req.hdr(X-User),xxh32,mod(100)"
+        " if { req.hdr(X-User) -m found }",
+        "http-request set-var(txn.prism_bucket) rand(100) if !{ req.hdr(X-User) -m found }",
+    ]
+    assert not any("Set-Cookie" in line for line in lines)
+
+
+def test_stickiness_cookie_with_set_cookie() -> None:
+    """set_cookie: a cookie-less request gets a uuid as its key and a Set-Cookie for it."""
+    lines = frontend(render(load_state("rainbow"), PATHS, SETTINGS).config, "app_shop")
+    absent = "if !{ req.cook(prism_uid) -m found }"
+    assert f"http-request set-var(txn.prism_uid) uuid {absent}" in lines
+    assert (
+        f"http-request set-var(txn.prism_bucket) var(txn.prism_uid),xxh32,mod(100) {absent}"
+    ) in lines
+    assert (
+        'http-request set-var-fmt(txn.prism_set_cookie) "prism_uid=%[var(txn.prism_uid)];'
+        f' Path=/; Max-Age=86400; SameSite=Lax; HttpOnly" {absent}'
+    ) in lines
+    assert (
+        "http-response add-header Set-Cookie %[var(txn.prism_set_cookie)]"
+        " if { var(txn.prism_set_cookie) -m found }"
+    ) in lines
+
+
+def test_stickiness_cookie_without_set_cookie_sets_none() -> None:
+    """Plain cookie stickiness hashes the cookie and never answers with Set-Cookie."""
+    lines = frontend(
+        render(load_state("rainbow_listener"), PATHS, SETTINGS).config, "listener_edge"
+    )
+    assert (
+        "http-request set-var(txn.prism_bucket) req.cook(sid),xxh32,mod(100)"
+        " if host_web { req.cook(sid) -m found }"
+    ) in lines
+    assert not any("Set-Cookie" in line or "uuid" in line for line in lines)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_only_32_bit_hashes(case: str) -> None:
+    """No 64-bit hash (signed: negative buckets) appears in any rendered config."""
+    config = render(load_state(case), PATHS, SETTINGS).config
+    assert "xxh3," not in config
+    assert "xxh64" not in config
+
+
+def test_maintenance_page_goes_to_a_file() -> None:
+    """The page body is a file under pages/; the config names it by absolute path only."""
+    body = "<h1>Zurück gleich — ünïcödé</h1>\n" + "x" * 8000
+    state = _with_app(
+        load_state("one_app_three_colors"),
+        maintenance=Maintenance(status=502, content_type="text/plain", body=body),
+    )
+    files = render(state, PATHS, SETTINGS)
+    assert dict(files.files) == {"pages/shop.maintenance": body}
+    assert maintenance_file("shop") == "pages/shop.maintenance"
+    assert "Zurück" not in files.config
+    assert "xxxxxxxx" not in files.config
+    assert (
+        'http-request return status 502 content-type "text/plain; charset=utf-8"'
+        f" file {PATHS.root}/pages/shop.maintenance if !usable_shop !prism_smoke_key"
+    ) in frontend(files.config, "app_shop")
+
+
+def test_maintenance_body_change_changes_config() -> None:
+    """HAProxy reads the page only on load, so a new body must change the config (digest)."""
+    state = load_state("one_app_three_colors")
+    changed = _with_app(state, maintenance=Maintenance(body="back soon\n"))
+    before, after = render(state, PATHS, SETTINGS), render(changed, PATHS, SETTINGS)
+    assert before.config != after.config
+    assert before.files != after.files
+    assert config_without_servers(state, PATHS, SETTINGS) != config_without_servers(
+        changed, PATHS, SETTINGS
+    )
+
+
+@pytest.mark.parametrize("status", [204, 304])
+def test_maintenance_status_without_body_is_refused(status: int) -> None:
+    """204/304 take no payload in HAProxy, so the model refuses them for a maintenance page."""
+    with pytest.raises(ValidationError):
+        Maintenance(status=status)
+
+
+def test_server_lines_are_self_contained() -> None:
+    """Every server line carries check, inter, rise and fall itself, as runtime adds must."""
+    config = render(load_state("rainbow"), PATHS, SETTINGS).config
+    servers = [line.strip() for line in config.splitlines() if line.strip().startswith("server ")]
+    assert len(servers) == 4
+    assert all(line.endswith(" check inter 500ms rise 2 fall 1") for line in servers)
+    # Kept per backend only so the server-less config still shows check settings.
+    assert config.count("default-server check inter 500ms rise 2 fall 1") == 3
+    assert config.count("balance roundrobin") == 3
+
+
+def test_server_args_match_config_line() -> None:
+    """server_args gives exactly what follows the server name in the config."""
+    state = load_state("one_app_three_colors")
+    app = state.spec.app("shop")
+    server = app.color("green").servers[0]
+    line = f"    server web-01 {server_args(app.check, server)}\n"
+    assert line == "    server web-01 localhost:9003 check inter 2000ms rise 3 fall 2\n"
+    assert line in render(state, PATHS, SETTINGS).config
+
+
+def test_config_without_servers_drops_only_server_lines() -> None:
+    """config_without_servers equals the config minus its server lines."""
+    state = load_state("rainbow")
+    full = render(state, PATHS, SETTINGS).config
+    bare = config_without_servers(state, PATHS, SETTINGS)
+    kept = "".join(
+        line for line in full.splitlines(keepends=True) if not line.startswith("    server ")
+    )
+    assert bare == kept
+    assert render(state, PATHS, SETTINGS, include_servers=False).config == bare
+
+
+def test_config_without_servers_ignores_server_changes() -> None:
+    """Adding, removing or moving a server changes the config but not its server-less form."""
+    state = load_state("rainbow")
+    app = state.spec.app("shop")
+    green = app.color("green")
+    more = green.model_copy(
+        update={"servers": (*green.servers, Server(name="s9", host="127.0.0.1", port=9999))}
+    )
+    colors = tuple(more if c.name == "green" else c for c in app.colors)
+    changed = _with_app(state, colors=colors)
+    assert render(changed, PATHS, SETTINGS).config != render(state, PATHS, SETTINGS).config
+    assert config_without_servers(changed, PATHS, SETTINGS) == config_without_servers(
+        state, PATHS, SETTINGS
+    )
+    checked = _with_app(state, check=app.check.model_copy(update={"rise": 5}))
+    assert config_without_servers(checked, PATHS, SETTINGS) != config_without_servers(
+        state, PATHS, SETTINGS
+    )
 
 
 def test_render_map_format() -> None:
@@ -254,6 +591,36 @@ def test_unvalidated_values_are_refused(name: str, host: str) -> None:
     )
     with pytest.raises(InvalidInput):
         render(state, PATHS, SETTINGS)
+
+
+BAD_TYPE: Any = "text/html\nx"
+
+
+def _forced_app(state: DesiredState, **changes: object) -> DesiredState:
+    """``state`` with its first app changed without validation (as a bug might)."""
+    forced = App.model_construct(**{**dict(state.spec.apps[0]), **changes})
+    spec = Spec.model_construct(listeners=state.spec.listeners, apps=(forced,))
+    return DesiredState.model_construct(
+        spec=spec, routing=state.routing, pins=state.pins, revision=0
+    )
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"stickiness": Stickiness.model_construct(source="cookie", name="a%[b]", set_cookie=True)},
+        {"stickiness": Stickiness.model_construct(source="header", name="X-A),rand(")},
+        {"stickiness": Stickiness.model_construct(source="cookie", name='a"b', set_cookie=True)},
+        {"pins": (PinRule.model_construct(name="t", source="header", key="X-T) if TRUE"),)},
+        {"pins": (PinRule.model_construct(name="t x", source="header", key="X-T"),)},
+        {"maintenance": Maintenance.model_construct(status=503, content_type=BAD_TYPE)},
+        {"maintenance": Maintenance.model_construct(status=99, content_type="text/html")},
+    ],
+)
+def test_unvalidated_rainbow_values_are_refused(changes: dict[str, object]) -> None:
+    """Stickiness names, pin rules and page settings that slipped past the model are refused."""
+    with pytest.raises(InvalidInput):
+        render(_forced_app(load_state("rainbow"), **changes), PATHS, SETTINGS)
 
 
 def test_unsafe_state_dir_is_refused() -> None:

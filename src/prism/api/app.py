@@ -9,7 +9,7 @@ import re
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from prism import __version__, names
 from prism.api.problems import install_handlers
@@ -30,6 +30,30 @@ class ReleaseRequest(BaseModel):
     reason: str | None = Field(default=None, max_length=500)
     smoke: bool = Field(default=True, description="run the app's smoke check before switching")
     drain_timeout: DurationMs | None = Field(default=None, description="e.g. '30s'")
+
+
+class WeightsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    weights: dict[str, StrictInt] = Field(description="color -> 0..100, summing to 100")
+    reason: str | None = Field(default=None, max_length=500)
+    smoke: bool = True
+
+
+class PinRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    color: str = Field(max_length=64)
+    rule: str | None = Field(default=None, max_length=64, description="default: the first rule")
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class ServerRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    address: str = Field(max_length=300, description="host:port")
+    name: str | None = Field(default=None, max_length=64)
+    reason: str | None = Field(default=None, max_length=500)
 
 
 class RollbackRequest(BaseModel):
@@ -150,6 +174,79 @@ def create_app(prism: Prism, token: str) -> FastAPI:
             _name(app, "app name"), actor=who, reason=_reason(body.reason), smoke=body.smoke
         )
         return record.model_dump(mode="json")
+
+    @app.put(f"{v1}/apps/{{app}}/weights", tags=["routing"])
+    async def put_weights(
+        request: Request, app: AppName, body: WeightsRequest, who: Actor
+    ) -> dict[str, Any]:
+        """Split traffic over any number of colors, in one atomic map change (no reload)."""
+        weights = {_name(c, "color"): w for c, w in body.weights.items()}
+        return await _prism(request).releases.shift(
+            _name(app, "app name"),
+            weights,
+            actor=who,
+            reason=_reason(body.reason),
+            smoke=body.smoke,
+        )
+
+    @app.get(f"{v1}/apps/{{app}}/pins", tags=["routing"])
+    async def list_pins(request: Request, app: AppName) -> list[dict[str, str]]:
+        """Pinned keys per rule, and their colors."""
+        return await _prism(request).pins(_name(app, "app name"))
+
+    @app.put(f"{v1}/apps/{{app}}/pins/{{key:path}}", tags=["routing"])
+    async def put_pin(
+        request: Request, app: AppName, key: str, body: PinRequest, who: Actor
+    ) -> dict[str, Any]:
+        """Pin a key (tenant, user, network) to a color; pins win over weights."""
+        return await _prism(request).pin(
+            _name(app, "app name"),
+            key,
+            _name(body.color, "color"),
+            rule=None if body.rule is None else _name(body.rule, "pin rule"),
+            actor=who,
+            reason=_reason(body.reason),
+        )
+
+    @app.delete(f"{v1}/apps/{{app}}/pins/{{key:path}}", tags=["routing"])
+    async def delete_pin(
+        request: Request,
+        app: AppName,
+        key: str,
+        who: Actor,
+        rule: Annotated[str | None, Query(max_length=64)] = None,
+    ) -> dict[str, Any]:
+        """Unpin a key; it returns to weighted routing."""
+        return await _prism(request).unpin(
+            _name(app, "app name"),
+            key,
+            rule=None if rule is None else _name(rule, "pin rule"),
+            actor=who,
+            reason=None,
+        )
+
+    @app.post(f"{v1}/apps/{{app}}/colors/{{color}}/servers", tags=["servers"])
+    async def post_server(
+        request: Request, app: AppName, color: str, body: ServerRequest, who: Actor
+    ) -> dict[str, Any]:
+        """Add a server without reload; it takes traffic only after its checks pass."""
+        return await _prism(request).add_server(
+            _name(app, "app name"),
+            _name(color, "color"),
+            body.address,
+            name=body.name,
+            actor=who,
+            reason=_reason(body.reason),
+        )
+
+    @app.delete(f"{v1}/apps/{{app}}/colors/{{color}}/servers/{{server}}", tags=["servers"])
+    async def delete_server(
+        request: Request, app: AppName, color: str, server: str, who: Actor
+    ) -> dict[str, Any]:
+        """Drain a server until its in-use connections are 0, then remove it, without reload."""
+        return await _prism(request).remove_server(
+            _name(app, "app name"), _name(color, "color"), server, actor=who, reason=None
+        )
 
     @app.get(f"{v1}/apps/{{app}}/history", tags=["apps"])
     async def app_history(

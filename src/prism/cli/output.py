@@ -25,13 +25,28 @@ def format_status(apps: list[dict[str, Any]]) -> str:
     blocks = []
     for app in apps:
         where = f"bind {app['bind']}" if app["bind"] else f"{app['listener']} host {app['host']}"
+        weights = " ".join(f"{c}={w}" for c, w in sorted(app["weights"].items()))
+        previous = app.get("previous")
+        sticky = app["stickiness"]
         lines = [
-            f"{app['name']}  ({where})  active: {app['active']}"
-            + (f"  previous: {app['previous']}" if app["previous"] else "")
+            f"{app['name']}  ({where})  weights: {weights}"
+            + (
+                "  previous: " + " ".join(f"{c}={w}" for c, w in sorted(previous.items()))
+                if previous
+                else ""
+            )
             + f"  stable: {app['stable']}"
-            + f"  revision {app['desired_revision']} (applied {app['applied_revision']})"
+            + f"  revision {app['desired_revision']} (applied {app['applied_revision']})",
+            "  buckets: "
+            + (
+                "random per request"
+                if sticky["source"] == "none"
+                else f"sticky by {sticky['source']} {sticky['name']}"
+            ),
         ]
-        lines.append(f"  {'':1} {'COLOR':<12} {'VERSION':<16} {'WEIGHT':>6}  SERVERS")
+        lines.append(
+            f"  {'':1} {'COLOR':<12} {'VERSION':<16} {'WEIGHT':>6}  {'BUCKETS':<16} SERVERS"
+        )
         for color in app["colors"]:
             mark = "*" if color["active"] else " "
             servers = ", ".join(
@@ -39,10 +54,13 @@ def format_status(apps: list[dict[str, Any]]) -> str:
                 + (f" ({s['in_use']} in use)" if s["in_use"] else "")
                 for s in color["servers"]
             )
+            buckets = ",".join(color.get("buckets", [])) or "-"
             lines.append(
                 f"  {mark} {color['name']:<12} {color['version']:<16} {color['weight']:>5}%  "
-                + (servers or "(no servers)")
+                f"{buckets:<16} " + (servers or "(no servers)")
             )
+        for p in app.get("pins", []):
+            lines.append(f"  pin  {p['rule']}: {p['source']} {p['key']} -> {p['color']}")
         release = app.get("release")
         if release:
             lines.append("  last " + format_release(release, brief=True))
@@ -74,8 +92,18 @@ def format_history(records: list[dict[str, Any]]) -> str:
     for r in records:
         detail = r["detail"]
         what = ""
-        if "from" in detail and "to" in detail:
+        if "to_weights" in detail and "from_weights" in detail:
+            what = (
+                " ".join(f"{c}={w}" for c, w in sorted(detail["from_weights"].items()))
+                + " -> "
+                + " ".join(f"{c}={w}" for c, w in sorted(detail["to_weights"].items()))
+            )
+        elif "from" in detail and "to" in detail:
             what = f"{detail['from']} -> {detail['to']}"
+        elif "key" in detail and "rule" in detail:
+            what = f"{detail['rule']}: {detail['key']} -> {detail.get('color', '-')}"
+        elif "server" in detail:
+            what = f"{detail.get('color', '')}/{detail['server']} {detail.get('address', '')}"
         elif any(detail.get(k) for k in ("added", "removed", "changed")):
             what = " ".join(
                 f"{k}: {', '.join(detail[k])}" for k in ("added", "removed", "changed") if detail[k]

@@ -133,5 +133,57 @@ def test_routing_defaults_to_stable() -> None:
     spec = parse_model(Spec, spec_data())
     state = DesiredState(spec=spec)
     assert state.routing_for(spec.app("shop")).active == "blue"
-    state = DesiredState(spec=spec, routing={"shop": Routing(active="green", previous="blue")})
+    state = DesiredState(spec=spec, routing={"shop": Routing.only("green", {"blue": 100})})
     assert state.routing_for(spec.app("shop")).active == "green"
+    assert state.routing_for(spec.app("shop")).weights == {"green": 100}
+
+
+def test_routing_rejects_inconsistent_layout() -> None:
+    """A layout must give each color exactly its weight in buckets."""
+    with pytest.raises(InvalidInput):
+        parse_model(Routing, {"weights": {"blue": 50, "green": 50}, "layout": ["blue"] * 100})
+    with pytest.raises(InvalidInput):
+        parse_model(Routing, {"weights": {"blue": 60}, "layout": ["blue"] * 60})
+    moved = Routing.moved(Routing.only("blue"), {"blue": 70, "green": 30})
+    assert moved.previous == {"blue": 100}
+    assert moved.layout.count("green") == 30
+
+
+@pytest.mark.parametrize(
+    "app",
+    [
+        {"stickiness": {"source": "cookie"}},
+        {"stickiness": {"source": "header", "name": "X User"}},
+        {"stickiness": {"source": "header", "name": "X-User", "set_cookie": True}},
+        {"stickiness": {"source": "none", "name": "x"}},
+        {"pins": [{"name": "t", "source": "header"}]},
+        {"pins": [{"name": "t", "source": "header", "key": "X-Tenant\nx"}]},
+        {"pins": [{"name": "t", "source": "address", "key": "X"}]},
+        {"pins": [{"name": "t", "source": "query", "key": "a b"}]},
+        {"pins": [{"name": "t", "source": "header", "key": "A"}] * 2},
+        {"maintenance": {"body": "x" * 9000}},
+        {"maintenance": {"status": 99}},
+    ],
+)
+def test_hostile_or_inconsistent_routing_fields_rejected(app: dict[str, Any]) -> None:
+    """Stickiness, pin rules and maintenance pages are validated like names."""
+    with pytest.raises(InvalidInput):
+        parse_model(Spec, spec_data(**app))
+
+
+def test_routing_fields_accepted() -> None:
+    """Cookie stickiness with set_cookie, header/address pins and a page are accepted."""
+    spec = parse_model(
+        Spec,
+        spec_data(
+            stickiness={"source": "cookie", "name": "prism_uid", "set_cookie": True},
+            pins=[
+                {"name": "tenant", "source": "header", "key": "X-Tenant"},
+                {"name": "office", "source": "address"},
+            ],
+            maintenance={"status": 503, "body": "<h1>Wartung läuft</h1>"},
+        ),
+    )
+    app = spec.app("shop")
+    assert app.pin_rule(None).name == "tenant"
+    assert app.pin_rule("office").source == "address"

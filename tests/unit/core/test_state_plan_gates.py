@@ -10,7 +10,17 @@ from prism.errors import IllegalTransition
 from prism.gates import health_gate, in_use, smoke_gate
 from prism.model import DesiredState, Routing, Spec, parse_model
 from prism.phases import TERMINAL, TRANSITIONS, Phase, advance
-from prism.plan import MapReplace, MapSet, map_change, parse_map_text, plan
+from prism.plan import (
+    MapAdd,
+    MapDel,
+    MapReplace,
+    MapSet,
+    ServerChange,
+    map_change,
+    parse_map_text,
+    plan,
+    server_diff,
+)
 from prism.state import decode_state, diff_spec, dump, routing_key, spec_ops
 from prism.types import Delete, Entry, Put
 
@@ -35,15 +45,17 @@ def test_spec_round_trips_through_entries() -> None:
     """Encoding a spec as entries and decoding it gives the same spec and routing."""
     spec = make_spec()
     apps = [Entry("spec/apps/shop", dump(spec.apps[0]), 1, 3)]
-    routing = [Entry("routing/shop", dump(Routing(active="green", previous="blue")), 2, 4)]
-    state = decode_state([], apps, routing, 4)
+    routing = [Entry("routing/shop", dump(Routing.only("green", {"blue": 100})), 2, 4)]
+    pins = [Entry("pins/shop/net/10.0.0.0/8", dump({"color": "green"}), 3, 3)]
+    state = decode_state([], apps, routing, 4, pins)
     assert state.spec == spec
     assert state.routing["shop"].active == "green"
+    assert state.pins == {"shop": {"net": {"10.0.0.0/8": "green"}}}
 
 
 def test_reapply_keeps_routing_but_drops_it_with_its_color() -> None:
     """Re-applying a file never undoes a release; removing the active color resets routing."""
-    old = DesiredState(spec=make_spec(), routing={"shop": Routing(active="green", previous="blue")})
+    old = DesiredState(spec=make_spec(), routing={"shop": Routing.only("green", {"blue": 100})})
     assert spec_ops(old, make_spec()) == []
     ops = spec_ops(old, make_spec(("blue", "red")))
     assert Delete(routing_key("shop")) in ops
@@ -66,7 +78,50 @@ def test_single_value_change_is_set_map() -> None:
     assert map_change([("0:99", "a")], [("0:99", "a")]) is None
     change = map_change([("0:99", "a")], [("0:49", "a"), ("50:99", "b")])
     assert change == MapReplace((("0:49", "a"), ("50:99", "b")))
-    assert isinstance(map_change([], [("0:99", "a")]), MapReplace)
+
+
+def test_same_entries_in_another_order_need_no_change() -> None:
+    """HAProxy appends added keys; the sorted file holds the same map."""
+    assert map_change([("b", "y"), ("a", "x")], [("a", "x"), ("b", "y")]) is None
+    assert map_change([("b", "y"), ("a", "x")], [("a", "z"), ("b", "y")]) == MapSet("a", "z")
+
+
+def test_single_key_added_or_removed_is_add_or_del_map() -> None:
+    """A new pin is one `add map`, a removed one one `del map`; more is a transaction."""
+    assert map_change([("a", "x")], [("a", "x"), ("b", "y")]) == MapAdd("b", "y")
+    assert map_change([("a", "x"), ("b", "y")], [("a", "x")]) == MapDel("b")
+    assert isinstance(map_change([("a", "x")], [("b", "y"), ("c", "z")]), MapReplace)
+    assert map_change([], [("a", "x")]) == MapAdd("a", "x")
+
+
+CONFIG = """global
+    maxconn 100
+
+backend shop.blue
+    balance roundrobin
+    server s1 127.0.0.1:9001 check inter 1000ms rise 2 fall 3
+
+backend shop.green
+    balance roundrobin
+    server s1 127.0.0.1:9002 check inter 1000ms rise 2 fall 3
+"""
+
+
+def test_server_only_changes_are_runtime_operations() -> None:
+    """Configs equal but for server lines plan server adds/removes, not a reload."""
+    new = CONFIG.replace(
+        "    server s1 127.0.0.1:9002 check inter 1000ms rise 2 fall 3\n",
+        "    server s1 127.0.0.1:9002 check inter 1000ms rise 2 fall 3\n"
+        "    server s2 127.0.0.1:9003 check inter 1000ms rise 2 fall 3\n",
+    ).replace("127.0.0.1:9001", "127.0.0.1:9011")
+    p = plan(CONFIG, {}, new, {}, servers_only=True)
+    assert not p.reload
+    assert p.server_changes == (
+        ServerChange("shop.blue", ("s1",), ("s1",)),
+        ServerChange("shop.green", ("s2",), ()),
+    )
+    assert plan(CONFIG, {}, new, {}, servers_only=False).reload
+    assert server_diff(CONFIG, CONFIG) == ()
 
 
 def test_plan_reloads_only_on_config_change() -> None:
