@@ -21,7 +21,9 @@ from typing import Any
 
 from prism import names
 from prism.apply import Applier
+from prism.clock import SystemClock
 from prism.desired import load_state
+from prism.engine import ReleaseEngine
 from prism.errors import ConfigRejected, Conflict, InvalidInput, NotFound, PrismError
 from prism.files import read_text, write_atomic
 from prism.gates import server_readings
@@ -39,13 +41,13 @@ from prism.model import (
     split_hostport,
 )
 from prism.paths import StatePaths
-from prism.phases import TERMINAL, Phase
-from prism.release import ReleaseRecord, Releases, SystemClock
 from prism.render import RenderSettings, derive_maxconn
 from prism.routing import layout_ranges
 from prism.state import APPS, diff_spec, dump, pin_key, routing_key, spec_ops
 from prism.store.sqlite import SqliteStore
+from prism.traffic import Traffic
 from prism.types import AuditDraft, Compare, Delete, Put, Store
+from prism.webhooks import WebhookSender
 
 __all__ = ["Prism", "ServiceOptions", "default_state_dir", "ensure_token", "normalize_pin_key"]
 
@@ -135,7 +137,8 @@ class Prism:
         supervisor: Supervisor,
         runtime: RuntimeClient,
         applier: Applier,
-        releases: Releases,
+        traffic: Traffic,
+        engine: ReleaseEngine,
     ) -> None:
         self.paths = paths
         self.store = store
@@ -144,7 +147,8 @@ class Prism:
         self.supervisor = supervisor
         self.runtime = runtime
         self.applier = applier
-        self.releases = releases
+        self.traffic = traffic
+        self.engine = engine
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -170,18 +174,27 @@ class Prism:
             supervisor = Supervisor(paths, binary, save_state=save_state)
             applier = Applier(paths, settings, supervisor, runtime)
             holder.append(applier)
-            releases = Releases(
-                store, applier, runtime, SystemClock(), smoke_key=settings.smoke_key
+            clock = SystemClock()
+            traffic = Traffic(store, applier, runtime, clock, smoke_key=settings.smoke_key)
+            webhooks = WebhookSender(clock)
+            engine = ReleaseEngine(store, traffic, clock, webhooks)
+            prism = cls(
+                paths, store, binary, settings, supervisor, runtime, applier, traffic, engine
             )
-            prism = cls(paths, store, binary, settings, supervisor, runtime, applier, releases)
-            await prism._start()
-            reconciler = asyncio.create_task(prism._reconcile_forever(options.reconcile_interval))
+            reconciler: asyncio.Task[None] | None = None
             try:
+                await prism._start()
+                reconciler = asyncio.create_task(
+                    prism._reconcile_forever(options.reconcile_interval)
+                )
                 yield prism
             finally:
-                reconciler.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reconciler
+                if reconciler is not None:
+                    reconciler.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await reconciler
+                await engine.close()
+                await webhooks.close()
                 if options.stop_haproxy_on_exit:
                     await supervisor.stop()
                 else:
@@ -200,8 +213,8 @@ class Prism:
             # What is on disk no longer passes the check: start from freshly rendered files.
             await self.applier.write_initial(state)
             await self.supervisor.start()
-        await self.recover_releases()
         await self.applier.apply(await self.state())
+        await self.engine.resume_all()
 
     async def _reconcile_forever(self, interval: float) -> None:
         """Converge periodically: catches drift and anything a crash left half-done."""
@@ -211,31 +224,6 @@ class Prism:
                 await self.applier.apply(await self.state())
             except PrismError as exc:
                 log.warning("reconcile failed: %s", exc)
-
-    async def recover_releases(self) -> None:
-        """Close releases a previous process left mid-way; desired routing is already saved."""
-        for entry in await self.store.list("releases/"):
-            record = ReleaseRecord.model_validate_json(entry.value)
-            if record.phase in TERMINAL:
-                continue
-            ends = {
-                Phase.PENDING: Phase.GATING,
-                Phase.GATING: Phase.REFUSED,
-                Phase.SWITCHING: Phase.DRAINING,
-                Phase.DRAINING: Phase.DRAIN_TIMEOUT,
-            }
-            while record.phase not in TERMINAL:
-                record = record.moved(ends[record.phase], record.updated_at)
-            await self.store.commit(
-                [Put(entry.key, dump(record))],
-                audit=AuditDraft(
-                    actor="prism",
-                    action=f"{record.kind}.interrupted",
-                    app=record.app,
-                    detail={"phase": record.phase.value},
-                    reason="Prism restarted while this release was running",
-                ),
-            )
 
     # -- reads ---------------------------------------------------------------
 
@@ -270,7 +258,7 @@ class Prism:
 
     async def _app_status(self, state: DesiredState, app: App, rows: list[Any]) -> dict[str, Any]:
         routing = state.routing_for(app)
-        release = await self.releases.latest(app.name)
+        release = await self.engine.latest(app.name)
         ranges = layout_ranges(routing.layout)
         colors = []
         for color in app.colors:

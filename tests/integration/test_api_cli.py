@@ -187,19 +187,21 @@ def test_cli_apply_status_release_history_json(
     assert "[completed]" in result.stdout
     assert httpx.get(f"http://127.0.0.1:{port}/").json()["color"] == "green"
     result = server.cli("rollback", "shop", "--json")
-    assert json.loads(result.stdout)["to_color"] == "blue"
+    assert json.loads(result.stdout)["weights"] == {"blue": 100}
     assert httpx.get(f"http://127.0.0.1:{port}/").json()["color"] == "blue"
 
     history = json.loads(server.cli("history", "shop", "--json").stdout)
     actions = [h["action"] for h in history]
-    assert actions[:4] == [
-        "rollback.completed",
-        "rollback.switch",
+    assert actions[:5] == [
+        "rollback.drained",
+        "rollback",
         "release.completed",
-        "release.switch",
+        "release.step",
+        "release.started",
     ]
     assert history[3]["reason"] == "ship-v2"
-    assert "release.switch" in server.cli("history", "shop").stdout
+    assert history[3]["detail"]["to_weights"] == {"green": 100}
+    assert "release.step" in server.cli("history", "shop").stdout
     config = yaml.safe_load(server.cli("config").stdout)
     assert config["apps"][0]["name"] == "shop"
 
@@ -246,7 +248,7 @@ def test_smoke_check_gates_the_release(server: Server, color_backends: dict[str,
     assert forced.json()["color"] == "blue"
     done = server.api("POST", "/apps/shop/release", {"to": "green"})
     assert done.status_code == 200, done.text
-    assert [s["name"] for s in done.json()["steps"]] == ["health", "smoke", "switch", "drain"]
+    assert [s["name"] for s in done.json()["steps"]] == ["health", "smoke", "weight", "drain"]
 
 
 def test_drain_waits_for_in_flight_requests(
@@ -267,8 +269,11 @@ def test_drain_waits_for_in_flight_requests(
     time.sleep(0.3)
     first = server.api("POST", "/apps/shop/release", {"to": "green", "drain_timeout": "300ms"})
     assert first.status_code == 200, first.text
-    assert first.json()["phase"] == "drain_timeout"
-    assert "still had 1 connection(s) in use" in first.json()["steps"][-1]["message"]
+    assert first.json()["phase"] == "completed"
+    drain = first.json()["steps"][-1]
+    assert drain["name"] == "drain"
+    assert not drain["ok"]
+    assert "still had 1 connection(s) in use" in drain["message"]
     slow.join(10)
     assert answers[0].status_code == 200
     assert answers[0].json()["color"] == "blue"
@@ -283,7 +288,7 @@ def test_drain_waits_for_in_flight_requests(
     time.sleep(0.3)
     started = time.monotonic()
     second = server.api("POST", "/apps/shop/rollback", {"smoke": False})
-    assert second.json()["phase"] == "completed", second.text
+    assert second.json()["drain"].endswith("drained: no connection in use"), second.text
     assert time.monotonic() - started >= 0.5
     slow.join(10)
     assert answers[1].json()["color"] == "green"

@@ -124,7 +124,7 @@ def extra_states() -> dict[str, dict[str, Any]]:
 
 
 def rainbow_edge() -> dict[str, Any]:
-    """Every rainbow feature at its limits: 32 colors, 8 pin rules, 8 KiB pages, bodiless 204."""
+    """Every rainbow feature at its limits: 32 colors, 8 pin rules, 8 KiB pages, an empty page."""
     colors = [{"name": f"c{n:02}", "servers": [f"127.0.0.1:{9100 + n}"]} for n in range(32)]
     rules = [
         {"name": "tenant", "source": "header", "key": "X-Tenant-Id"},
@@ -166,7 +166,7 @@ def rainbow_edge() -> dict[str, Any]:
                     "host": "nobody.test",
                     "stable": "blue",
                     "stickiness": {"source": "header", "name": "X-User"},
-                    "maintenance": {"status": 204},
+                    "maintenance": {"status": 200, "content_type": "text/plain", "body": "ok\n"},
                     "colors": [{"name": "blue"}],
                 },
                 {

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hmac
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from prism import __version__, names
 from prism.api.problems import install_handlers
 from prism.errors import InvalidInput, Unauthorized
-from prism.model import DurationMs, Spec
+from prism.model import DurationMs, Spec, parse_model
+from prism.rollout import ReleasePlan
 from prism.service import Prism
 
 __all__ = ["create_app"]
@@ -53,6 +54,22 @@ class ServerRequest(BaseModel):
 
     address: str = Field(max_length=300, description="host:port")
     name: str | None = Field(default=None, max_length=64)
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class StartRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    plan: ReleasePlan
+    reason: str | None = Field(default=None, max_length=500)
+    wait: bool = Field(default=False, description="answer once the release ends or waits")
+
+
+class SteerRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    color: str | None = Field(default=None, max_length=64)
+    full: bool = Field(default=False, description="promote: go straight to the final weight")
     reason: str | None = Field(default=None, max_length=500)
 
 
@@ -154,26 +171,85 @@ def create_app(prism: Prism, token: str) -> FastAPI:
     async def release(
         request: Request, app: AppName, body: ReleaseRequest, who: Actor
     ) -> dict[str, Any]:
-        """Blue/green: gate on the target color, switch, read back, drain the old color."""
-        record = await _prism(request).releases.release(
-            _name(app, "app name"),
-            _name(body.to, "color"),
-            actor=who,
-            reason=_reason(body.reason),
-            smoke=body.smoke,
-            drain_timeout_ms=body.drain_timeout,
+        """Blue/green: gate on the target color, switch all traffic, read back, drain.
+
+        The one-step plan ``[weight: 100]``; answers when the release has ended.
+        """
+        plan = parse_model(
+            ReleasePlan,
+            {
+                "to": _name(body.to, "color"),
+                "smoke": body.smoke,
+                "drain_timeout_ms": body.drain_timeout,
+            },
+            source="release",
         )
-        return record.model_dump(mode="json")
+        record = await _prism(request).engine.start(
+            _name(app, "app name"), plan, actor=who, reason=_reason(body.reason), wait=True
+        )
+        return record.summary()
 
     @app.post(f"{v1}/apps/{{app}}/rollback", tags=["releases"])
     async def rollback(
         request: Request, app: AppName, body: RollbackRequest, who: Actor
     ) -> dict[str, Any]:
-        """Return to the previous color through the same gates."""
-        record = await _prism(request).releases.rollback(
+        """Return to the weights before the last change, through the same gates."""
+        return await _prism(request).traffic.rollback(
             _name(app, "app name"), actor=who, reason=_reason(body.reason), smoke=body.smoke
         )
-        return record.model_dump(mode="json")
+
+    @app.post(f"{v1}/apps/{{app}}/releases", tags=["releases"])
+    async def start_release(
+        request: Request, app: AppName, body: StartRequest, who: Actor
+    ) -> dict[str, Any]:
+        """Start a progressive release: weight steps, pauses, analysis, webhooks."""
+        record = await _prism(request).engine.start(
+            _name(app, "app name"),
+            body.plan,
+            actor=who,
+            reason=_reason(body.reason),
+            wait=body.wait,
+        )
+        return record.summary()
+
+    @app.get(f"{v1}/apps/{{app}}/releases", tags=["releases"])
+    async def list_releases(request: Request, app: AppName) -> list[dict[str, Any]]:
+        """The latest release of each color of the app, newest first."""
+        prism = _prism(request)
+        name = _name(app, "app name")
+        (await prism.state()).spec.app(name)
+        return [r.summary() for r in await prism.engine.records(name)]
+
+    @app.get(f"{v1}/apps/{{app}}/releases/history", tags=["releases"])
+    async def release_history(
+        request: Request, app: AppName, limit: Annotated[int, Query(ge=1, le=10_000)] = 100
+    ) -> list[dict[str, Any]]:
+        """Release events from the audit log, newest first."""
+        records = await _prism(request).history(_name(app, "app name"), 10_000)
+        return [r for r in records if str(r["action"]).startswith("release.")][:limit]
+
+    @app.post(f"{v1}/apps/{{app}}/releases/{{action}}", tags=["releases"])
+    async def steer_release(
+        request: Request,
+        app: AppName,
+        action: Literal["promote", "pause", "resume", "abort"],
+        body: SteerRequest,
+        who: Actor,
+    ) -> dict[str, Any]:
+        """Promote (``full``: straight to the final weight), pause, resume or abort
+        (roll back) a release; ``color`` picks one when several are active."""
+        engine = _prism(request).engine
+        name = _name(app, "app name")
+        color = None if body.color is None else _name(body.color, "color")
+        if action == "promote":
+            record = await engine.promote(name, color, full=body.full, actor=who)
+        elif action == "pause":
+            record = await engine.pause(name, color, actor=who)
+        elif action == "resume":
+            record = await engine.resume(name, color, actor=who)
+        else:
+            record = await engine.abort(name, color, actor=who, reason=_reason(body.reason))
+        return record.summary()
 
     @app.put(f"{v1}/apps/{{app}}/weights", tags=["routing"])
     async def put_weights(
@@ -181,7 +257,7 @@ def create_app(prism: Prism, token: str) -> FastAPI:
     ) -> dict[str, Any]:
         """Split traffic over any number of colors, in one atomic map change (no reload)."""
         weights = {_name(c, "color"): w for c, w in body.weights.items()}
-        return await _prism(request).releases.shift(
+        return await _prism(request).traffic.shift(
             _name(app, "app name"),
             weights,
             actor=who,

@@ -8,7 +8,16 @@ from typing import Any
 
 import click
 
-__all__ = ["echo_json", "format_history", "format_release", "format_status"]
+__all__ = [
+    "TERMINAL_PHASES",
+    "echo_json",
+    "format_history",
+    "format_progress",
+    "format_release",
+    "format_status",
+]
+
+TERMINAL_PHASES = frozenset({"completed", "rolled_back", "refused", "failed"})
 
 
 def echo_json(value: Any) -> None:
@@ -82,6 +91,65 @@ def format_release(record: dict[str, Any], *, brief: bool = False) -> str:
     for step in record["steps"]:
         mark = "ok " if step["ok"] else "FAIL"
         lines.append(f"  {mark} {step['name']:<7} {step['message']}")
+    return "\n".join(lines)
+
+
+def _plan_steps(plan: dict[str, Any]) -> list[str]:
+    out = []
+    for step in plan["steps"]:
+        if "weight" in step:
+            out.append(f"{step['weight']}%")
+        elif "pause" in step:
+            pause = step["pause"]
+            out.append("pause(manual)" if pause == "manual" else f"pause({pause / 1000:g}s)")
+        else:
+            out.append("analysis")
+    return out
+
+
+def format_progress(record: dict[str, Any]) -> str:
+    """A release as `prism release status` shows it: phase, step, readings, time left."""
+    plan = record["plan"]
+    steps = _plan_steps(plan)
+    position = min(record["step"], len(steps))
+    marked = [f"[{s}]" if i == position else s for i, s in enumerate(steps)]
+    lines = [
+        f"{record['app']}: release of {record['to_color']} (from {record['from_color']})  "
+        f"[{record['phase']}]  by {record['actor']} at {_when(record['started_at'])}",
+        "  plan: " + " -> ".join(marked) + ("  (done)" if position >= len(steps) else ""),
+    ]
+    if record["phase"] in ("running", "holding") and position < len(steps):
+        step = plan["steps"][position]
+        if "pause" in step and step["pause"] != "manual":
+            left = record["step_started_at"] + step["pause"] / 1000 - time.time()
+            lines.append(f"  time left in this pause: {max(0.0, left):.1f}s")
+    analysis = record["analysis"]
+    lines.append(
+        f"  gates: every {record['to_color']} server exactly UP; analysis: >= "
+        f"{analysis['min_requests']} requests, 5xx <= {analysis['max_5xx_ratio']:.1%}"
+        + (
+            f" and <= {analysis['max_5xx_ratio_vs_stable']:g}x stable"
+            if analysis["max_5xx_ratio_vs_stable"]
+            else ""
+        )
+        + (
+            f", mean response <= {analysis['max_mean_response_ms']} ms"
+            if analysis["max_mean_response_ms"]
+            else ""
+        )
+        + (
+            f" and <= {analysis['max_response_vs_stable']:g}x stable"
+            if analysis["max_response_vs_stable"]
+            else ""
+        )
+    )
+    if record.get("verdict"):
+        lines.append(
+            f"  last analysis: {record['verdict']['outcome']}: {record['verdict']['message']}"
+        )
+    for entry in record["steps"][-6:]:
+        mark = "ok " if entry["ok"] else "!! "
+        lines.append(f"  {mark} {_when(entry['at'])} {entry['name']:<9} {entry['message']}")
     return "\n".join(lines)
 
 

@@ -1,0 +1,298 @@
+"""Judging a release from HAProxy's counters: pass, fail, or wait for data. Pure.
+
+The engine reads ``show stat`` at the start of an analysis window and at
+every tick, and judges the *window*: the counters now minus the counters at
+the start. It judges the target color's backend, and compares it with the
+baseline — the color traffic moves from — over the same window.
+
+What the numbers are (HAProxy 2.8, ``show stat`` of a backend's ``BACKEND``
+row):
+
+* ``requests`` is the sum of ``hrsp_1xx`` .. ``hrsp_5xx`` and ``hrsp_other``:
+  HTTP transactions that ended with a status, whether a server sent it or
+  HAProxy did (a 503 for no server, a 504 for a timeout). HAProxy bumps the
+  backend's response counter and its ``req_tot`` together when a transaction
+  ends, so the two agree; the sum is used because it is exactly the
+  denominator of the 5xx ratio. A backend in TCP mode counts no responses,
+  so its analysis always waits.
+* ``errors_5xx`` is ``hrsp_5xx``.
+* ``mean_response_ms`` is ``rtime``: HAProxy's *moving average* of the
+  server response time, documented as over the last 1024 requests, updated
+  only by responses that came from a server. It is not the exact mean of the
+  window: at low traffic it still remembers requests from before the window
+  (smoke checks, the previous step), and it never goes down to "no data".
+  It is a gauge, so a window keeps the latest value instead of subtracting.
+
+The rules of :func:`judge`, over window deltas, in this order:
+
+1. fewer than ``min_requests`` target requests: **wait** (never pass, never
+   fail: a handful of requests proves nothing either way);
+2. 5xx ratio (``errors_5xx / requests``) above ``max_5xx_ratio``: fail;
+3. with ``max_5xx_ratio_vs_stable`` set and a baseline of at least
+   ``min_requests`` requests: 5xx ratio above
+   ``max(ratio_floor, baseline ratio x factor)``: fail. The floor keeps a
+   near-perfect baseline from turning one error into a failure;
+4. with ``max_mean_response_ms`` set: mean response above it: fail;
+5. with ``max_response_vs_stable`` set and a baseline of at least
+   ``min_requests`` requests: mean response above
+   ``max(response_floor_ms, baseline mean x factor)``: fail;
+6. otherwise **pass**.
+
+A relative rule whose baseline lacks data (none, or too few requests) is
+skipped, not failed: the absolute rules still apply. Limits are strict — a
+reading exactly at its limit passes. Every failing rule is reported, not
+just the first. The verdict's ``readings`` hold every number compared, every
+threshold and the result of each rule, for status output and release records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from prism.errors import Drift, InvalidInput, RuntimeAPIError
+from prism.haproxy.parsers import StatRow
+from prism.rollout import Analysis
+
+__all__ = [
+    "Counters",
+    "Outcome",
+    "Verdict",
+    "counters_from_stat",
+    "delta",
+    "judge",
+]
+
+Outcome = Literal["pass", "fail", "wait"]
+
+_BACKEND_TYPE = 1
+_RESPONSE_COLUMNS = ("hrsp_1xx", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "hrsp_other")
+_FIELDS = ("requests", "errors_5xx", "mean_response_ms")
+
+
+@dataclass(frozen=True, slots=True)
+class Counters:
+    """A backend's HTTP counters: a snapshot of ``show stat``, or a window between two.
+
+    ``requests`` and ``errors_5xx`` are cumulative counters; ``mean_response_ms``
+    is HAProxy's moving average (see the module docstring).
+    """
+
+    requests: int
+    errors_5xx: int
+    mean_response_ms: int
+
+    def __post_init__(self) -> None:
+        for name in _FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InvalidInput(f"counter {name} must be a whole number >= 0, not {value!r}")
+        if self.errors_5xx > self.requests:
+            raise InvalidInput(
+                f"{self.errors_5xx} 5xx responses cannot exceed {self.requests} requests"
+            )
+
+    @property
+    def ratio_5xx(self) -> float:
+        """The share of requests answered with a 5xx, 0.0 without requests."""
+        return self.errors_5xx / self.requests if self.requests else 0.0
+
+    def to_dict(self) -> dict[str, int]:
+        """Plain data for the store."""
+        return {name: getattr(self, name) for name in _FIELDS}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Counters:
+        """The counters :meth:`to_dict` saved; :class:`~prism.errors.InvalidInput` if malformed."""
+        missing = [name for name in _FIELDS if name not in data]
+        if missing:
+            raise InvalidInput(f"saved counters lack {', '.join(missing)}")
+        return cls(data["requests"], data["errors_5xx"], data["mean_response_ms"])
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The outcome of one analysis tick, why, and every number behind it."""
+
+    outcome: Outcome
+    message: str
+    readings: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for the store and the API."""
+        return {"outcome": self.outcome, "message": self.message, "readings": dict(self.readings)}
+
+
+def _column(row: StatRow, name: str) -> int:
+    value = row.raw.get(name, "")
+    if value == "":
+        # HAProxy leaves a column empty where it does not apply
+        return 0
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise RuntimeAPIError(
+            f"unexpected show stat reply from HAProxy: {name}={value[:40]!r} is not a count"
+        )
+    return number
+
+
+def counters_from_stat(rows: Iterable[StatRow], backend: str) -> Counters:
+    """The counters of ``backend``'s ``BACKEND`` row in parsed ``show stat`` rows.
+
+    Raises :class:`~prism.errors.Drift` if HAProxy has no such backend: the
+    running configuration is not the one Prism rendered.
+    """
+    for row in rows:
+        if row.proxy == backend and row.type == _BACKEND_TYPE:
+            return Counters(
+                requests=sum(_column(row, name) for name in _RESPONSE_COLUMNS),
+                errors_5xx=_column(row, "hrsp_5xx"),
+                mean_response_ms=_column(row, "rtime"),
+            )
+    raise Drift(
+        f"HAProxy reports no backend {backend!r} in show stat",
+        hint="the running configuration is not the one Prism rendered; reload it",
+        detail={"backend": backend},
+    )
+
+
+def delta(start: Counters, now: Counters) -> Counters | None:
+    """The window from ``start`` to ``now``, or None if the counters were reset.
+
+    Counters only go down when HAProxy restarts or reloads (a new process
+    starts from zero); the caller then starts a new window from ``now``. The
+    mean response time is a moving average, so the window keeps ``now``'s.
+    """
+    requests = now.requests - start.requests
+    errors = now.errors_5xx - start.errors_5xx
+    # errors > requests means a reset hidden by new traffic: as unusable as a drop
+    if requests < 0 or errors < 0 or errors > requests:
+        return None
+    return Counters(requests, errors, now.mean_response_ms)
+
+
+def _pair(value: float, limit: float) -> tuple[str, str]:
+    """``value`` and ``limit`` printed with just enough digits to look different."""
+    for digits in range(3, 10):
+        shown = f"{value:.{digits}g}", f"{limit:.{digits}g}"
+        if shown[0] != shown[1]:
+            return shown
+    return f"{value!r}", f"{limit!r}"
+
+
+def _factor(value: float) -> str:
+    return f"{value:g}"
+
+
+def _ms(value: float) -> str:
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
+
+
+def judge(analysis: Analysis, target: Counters, baseline: Counters | None) -> Verdict:
+    """Pass, fail or wait for the target's window, compared with the baseline's.
+
+    ``target`` and ``baseline`` are window deltas (:func:`delta`); ``baseline``
+    is None when the color traffic moves from has none. See the module
+    docstring for the rules.
+    """
+    ratio = target.ratio_5xx
+    readings: dict[str, Any] = {
+        "requests": target.requests,
+        "errors_5xx": target.errors_5xx,
+        "ratio_5xx": ratio,
+        "mean_response_ms": target.mean_response_ms,
+        "baseline_requests": None if baseline is None else baseline.requests,
+        "baseline_errors_5xx": None if baseline is None else baseline.errors_5xx,
+        "baseline_ratio_5xx": None if baseline is None else baseline.ratio_5xx,
+        "baseline_mean_response_ms": None if baseline is None else baseline.mean_response_ms,
+        "min_requests": analysis.min_requests,
+        "max_5xx_ratio": analysis.max_5xx_ratio,
+        "max_5xx_ratio_vs_stable": analysis.max_5xx_ratio_vs_stable,
+        "ratio_floor": analysis.ratio_floor,
+        "max_mean_response_ms": analysis.max_mean_response_ms,
+        "max_response_vs_stable": analysis.max_response_vs_stable,
+        "response_floor_ms": analysis.response_floor_ms,
+        "ratio_5xx_limit_vs_stable": None,
+        "response_limit_ms_vs_stable": None,
+        "checks": {},
+    }
+    if target.requests < analysis.min_requests:
+        return Verdict(
+            "wait",
+            f"waiting for data: {target.requests}/{analysis.min_requests} requests",
+            readings,
+        )
+
+    checks: dict[str, str] = readings["checks"]
+    failures: list[str] = []
+    counted = f"{target.errors_5xx} of {target.requests} requests"
+    # a baseline with too little traffic says nothing: its relative rules are skipped
+    stable_window = (
+        baseline if baseline is not None and baseline.requests >= analysis.min_requests else None
+    )
+
+    shown = _pair(ratio, analysis.max_5xx_ratio)
+    if ratio > analysis.max_5xx_ratio:
+        failures.append(f"5xx ratio {shown[0]} > {shown[1]} ({counted})")
+    checks["5xx_ratio"] = "fail" if ratio > analysis.max_5xx_ratio else "pass"
+
+    factor = analysis.max_5xx_ratio_vs_stable
+    if factor is None:
+        checks["5xx_ratio_vs_stable"] = "off"
+    elif stable_window is None:
+        checks["5xx_ratio_vs_stable"] = "no baseline"
+    else:
+        stable = stable_window.ratio_5xx
+        limit = max(analysis.ratio_floor, stable * factor)
+        readings["ratio_5xx_limit_vs_stable"] = limit
+        if ratio > limit:
+            value, bound = _pair(ratio, limit)
+            why = (
+                f"{_factor(factor)} x stable {stable:.3g}"
+                if stable * factor >= analysis.ratio_floor
+                else f"ratio floor; stable {stable:.3g}"
+            )
+            failures.append(
+                f"5xx ratio {value} > {bound} ({why}): {counted}, "
+                f"stable {stable_window.errors_5xx} of {stable_window.requests}"
+            )
+        checks["5xx_ratio_vs_stable"] = "fail" if ratio > limit else "pass"
+
+    rt = target.mean_response_ms
+    ceiling = analysis.max_mean_response_ms
+    if ceiling is None:
+        checks["mean_response"] = "off"
+    else:
+        if rt > ceiling:
+            failures.append(f"mean response {rt} ms > {ceiling} ms")
+        checks["mean_response"] = "fail" if rt > ceiling else "pass"
+
+    factor = analysis.max_response_vs_stable
+    if factor is None:
+        checks["response_vs_stable"] = "off"
+    elif stable_window is None:
+        checks["response_vs_stable"] = "no baseline"
+    else:
+        stable_rt = stable_window.mean_response_ms
+        bound_ms = max(float(analysis.response_floor_ms), stable_rt * factor)
+        readings["response_limit_ms_vs_stable"] = bound_ms
+        if rt > bound_ms:
+            why = (
+                f"{_factor(factor)} x stable {stable_rt} ms"
+                if stable_rt * factor >= analysis.response_floor_ms
+                else f"response floor; stable {stable_rt} ms"
+            )
+            failures.append(f"mean response {rt} ms > {_ms(bound_ms)} ms ({why})")
+        checks["response_vs_stable"] = "fail" if rt > bound_ms else "pass"
+
+    if failures:
+        return Verdict("fail", "; ".join(failures), readings)
+    return Verdict(
+        "pass",
+        f"healthy: {target.requests} requests, 5xx ratio {ratio:.3g}, mean response {rt} ms",
+        readings,
+    )

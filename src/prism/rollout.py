@@ -1,0 +1,160 @@
+"""Release plans: the target color and the steps that move traffic to it.
+
+A plan comes from a YAML file, the API, or CLI flags
+(``--steps 5,25,50,100 --interval 30s``) and is validated into the same
+frozen model. Steps:
+
+* ``weight: N`` — set the target's share to N%. The share is taken from (or
+  given back to) the colors not being released, in proportion to their
+  current weights — or only from ``source`` when a source color is named.
+* ``pause: 30s`` — wait, analysing the target's counters at every tick; a
+  failing analysis rolls the release back; too little data extends the wait.
+* ``pause: manual`` — wait until ``promote``.
+* ``analysis: {...}`` — the thresholds the following pauses use.
+
+Blue/green is the one-step plan ``[weight: 100]``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from prism import names
+from prism.model import DurationMs, Name, _Frozen, parse_duration_ms
+
+__all__ = [
+    "Analysis",
+    "AnalysisStep",
+    "PauseStep",
+    "ReleasePlan",
+    "Step",
+    "Webhook",
+    "WeightStep",
+    "plan_from_flags",
+]
+
+_URL = re.compile(
+    r"https?://[A-Za-z0-9.-]{1,253}(:\d{1,5})?(/[A-Za-z0-9._~/%?&=+-]{0,500})?", re.ASCII
+)
+
+
+class Analysis(_Frozen):
+    """Thresholds judged over a window of HAProxy counters of the target color's backend.
+
+    Fewer than ``min_requests`` requests in the window means *wait*, never pass.
+    Ratios "vs stable" compare with the color the release moves traffic from,
+    over the same window; ``*_floor`` keeps tiny baselines from making every
+    blip a failure.
+    """
+
+    min_requests: int = Field(default=20, ge=1, le=10_000_000, strict=True)
+    max_5xx_ratio: float = Field(default=0.05, ge=0, le=1)
+    max_5xx_ratio_vs_stable: float | None = Field(default=2.0, ge=1, le=1000)
+    ratio_floor: float = Field(default=0.01, ge=0, le=1)
+    max_mean_response_ms: int | None = Field(default=2000, ge=1, le=3_600_000)
+    max_response_vs_stable: float | None = Field(default=3.0, ge=1, le=1000)
+    response_floor_ms: int = Field(default=50, ge=0, le=60_000)
+    tick_ms: DurationMs = Field(default=5000, ge=50, le=600_000)
+
+
+class Webhook(_Frozen):
+    """Where release events are POSTed as JSON."""
+
+    url: str
+    timeout_ms: DurationMs = Field(default=3000, ge=10, le=60_000)
+    retries: int = Field(default=3, ge=0, le=10, strict=True)
+    events: tuple[str, ...] | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _valid_url(cls, value: str) -> str:
+        if _URL.fullmatch(value) is None:
+            raise ValueError("a webhook URL is http(s)://host[:port][/path] in plain ASCII")
+        return value
+
+
+class WeightStep(_Frozen):
+    weight: int = Field(ge=0, le=100, strict=True)
+    source: Name | None = None
+
+
+class PauseStep(_Frozen):
+    pause: int | Literal["manual"]
+
+    @field_validator("pause", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> int | str:
+        if value == "manual":
+            return "manual"
+        return parse_duration_ms(value)
+
+
+class AnalysisStep(_Frozen):
+    analysis: Analysis
+
+
+Step = Annotated[WeightStep | PauseStep | AnalysisStep, Field(union_mode="left_to_right")]
+
+
+class ReleasePlan(_Frozen):
+    """A target color and the steps that move traffic to it."""
+
+    to: Name
+    steps: tuple[Step, ...] = (WeightStep(weight=100),)
+    analysis: Analysis = Analysis()
+    smoke: bool = True
+    drain_timeout_ms: DurationMs | None = None
+    webhooks: tuple[Webhook, ...] = ()
+    confirm: Webhook | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ReleasePlan:
+        weights = [s.weight for s in self.steps if isinstance(s, WeightStep)]
+        if not weights:
+            raise ValueError("a plan needs at least one weight step")
+        if len(self.steps) > 100:
+            raise ValueError("a plan has at most 100 steps")
+        if any(b < a for a, b in itertools.pairwise(weights)):
+            raise ValueError("weight steps must not go down (abort rolls back)")
+        return self
+
+    @property
+    def final_weight(self) -> int:
+        return [s.weight for s in self.steps if isinstance(s, WeightStep)][-1]
+
+
+def plan_from_flags(
+    to: str,
+    steps: str | None,
+    interval: str | None,
+    *,
+    manual: bool = False,
+    analysis: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``--steps 5,25,50,100 --interval 30s`` as plan data: weight, pause, weight, ... .
+
+    With ``manual`` every pause waits for promote instead of a timer.
+    """
+    if steps is None:
+        weights = [100]
+    else:
+        try:
+            weights = [int(part) for part in steps.split(",")]
+        except ValueError:
+            raise ValueError(
+                "--steps is a comma-separated list of weights, e.g. 5,25,50,100"
+            ) from None
+    pause: int | str = "manual" if manual else parse_duration_ms(interval or "30s")
+    plan_steps: list[dict[str, Any]] = []
+    for index, weight in enumerate(weights):
+        plan_steps.append({"weight": weight})
+        if index < len(weights) - 1:
+            plan_steps.append({"pause": pause})
+    data: dict[str, Any] = {"to": names.check(names.NAME, to, "color"), "steps": plan_steps}
+    if analysis:
+        data["analysis"] = analysis
+    return data
