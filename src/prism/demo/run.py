@@ -91,6 +91,7 @@ def _banner(
     api: str, listen_port: int, admin_port: int, backends: list[Backend], home: Path
 ) -> None:
     app_url = f"http://127.0.0.1:{listen_port}/"
+    red = next(b.url for b in backends if b.color == "red")
     lines = [
         "",
         "Prism demo is running.",
@@ -106,6 +107,10 @@ def _banner(
         "  prism rollback shop",
         "  prism shift shop blue=70 green=20 red=10   # rainbow: three versions live",
         "  prism pin shop acme --to red            # then: curl -H 'X-Tenant: acme' ...",
+        "  prism release start shop --to red --steps 10,50,100 --interval 20s",
+        "  prism release status shop -w            # live: phase, step, analysis readings",
+        f"  curl -X POST {red}/_fault -d '{{\"status\": 500}}'   # red fails: automatic rollback",
+        f"  curl -X DELETE {red}/_fault                   # heal red again",
         "  prism history shop",
         "",
         f"(state: {home / 'demo'}; Ctrl-C stops everything)",
