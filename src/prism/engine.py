@@ -19,27 +19,23 @@ import logging
 import uuid
 from typing import Any
 
-from prism.analysis import Counters, Verdict, counters_from_stat, delta, judge
 from prism.desired import load_state
+from prism.driver import StepDriver
 from prism.errors import (
     Conflict,
-    Drift,
     GateFailed,
     IllegalTransition,
     InvalidInput,
     NotFound,
     PrismError,
 )
-from prism.gates import health_gate
-from prism.model import App, backend_name
 from prism.phases import Phase
 from prism.records import LogEntry, ReleaseRecord
-from prism.rollout import AnalysisStep, PauseStep, ReleasePlan, WeightStep
+from prism.rollout import PauseStep, ReleasePlan, WeightStep
 from prism.state import dump
 from prism.traffic import Traffic, format_weights
 from prism.types import AuditDraft, Clock, Compare, Put, Store
-from prism.webhooks import Event, WebhookSender, confirm
-from prism.weights import set_share
+from prism.webhooks import Event, WebhookSender
 
 __all__ = ["ReleaseEngine", "release_key"]
 
@@ -69,6 +65,7 @@ class ReleaseEngine:
         self._wake: dict[tuple[str, str], asyncio.Event] = {}
         #: set on every save of a release, for callers waiting on its progress
         self._saved: dict[tuple[str, str], asyncio.Event] = {}
+        self._driver = StepDriver(self)
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -80,9 +77,9 @@ class ReleaseEngine:
                 # Saved just before its first gate: nothing was changed yet.
                 why = "Prism restarted before the release began"
                 refused = record.moved(
-                    Phase.REFUSED, self.clock.now(), self._entry("resume", False, why)
+                    Phase.REFUSED, self.clock.now(), self.entry("resume", False, why)
                 )
-                await self._save(refused, entry.mod_revision)
+                await self.save(refused, entry.mod_revision)
             elif record.active:
                 self._spawn(record)
 
@@ -102,7 +99,7 @@ class ReleaseEngine:
         if key not in self._tasks or self._tasks[key].done():
             self._tasks[key] = asyncio.create_task(self._run(record.app, record.to_color))
 
-    def _wakeup(self, app: str, color: str) -> None:
+    def wakeup(self, app: str, color: str) -> None:
         event = self._wake.get((app, color))
         if event is not None:
             event.set()
@@ -203,18 +200,16 @@ class ReleaseEngine:
             started_at=now,
             updated_at=now,
         )
-        revision = await self._save(record, existing[1] if existing else 0)
+        revision = await self.save(record, existing[1] if existing else 0)
         gates = await self.traffic.gates(state, app, [plan.to], plan.smoke)
         for gate in gates:
             record = record.noted(
-                self.clock.now(), self._entry(gate.name, gate.passed, gate.message, gate.readings)
+                self.clock.now(), self.entry(gate.name, gate.passed, gate.message, gate.readings)
             )
         failed = next((g for g in gates if not g.passed), None)
         if failed is not None:
             refused = record.moved(Phase.REFUSED, self.clock.now())
-            await self._save(
-                refused, revision, audit=self._audit(refused, "refused", failed.message)
-            )
+            await self.save(refused, revision, audit=self.audit(refused, "refused", failed.message))
             raise GateFailed(
                 f"release of {app.name!r} to {plan.to!r} refused: {failed.message}",
                 hint=f"nothing was changed; traffic stays as it was "
@@ -222,8 +217,8 @@ class ReleaseEngine:
                 detail={"gate": failed.name, "readings": failed.readings},
             )
         record = record.moved(Phase.RUNNING, self.clock.now(), step_started_at=self.clock.now())
-        await self._save(record, revision, audit=self._audit(record, "started"))
-        await self._emit(record, "started", {"plan": plan.model_dump(mode="json")})
+        await self.save(record, revision, audit=self.audit(record, "started"))
+        await self.emit(record, "started", {"plan": plan.model_dump(mode="json")})
         self._spawn(record)
         return record
 
@@ -242,23 +237,23 @@ class ReleaseEngine:
             step = max(i for i, s in enumerate(record.plan.steps) if isinstance(s, WeightStep))
         elif step < len(record.plan.steps) and isinstance(record.plan.steps[step], PauseStep):
             step += 1
-        entry = self._entry("promote", True, f"promoted by {actor}" + (" (full)" if full else ""))
+        entry = self.entry("promote", True, f"promoted by {actor}" + (" (full)" if full else ""))
         moved = record.moved(
             Phase.RUNNING, now, entry, step=step, step_started_at=now, confirmed_step=step
         )
-        await self._save(moved, revision, audit=self._audit(moved, "promoted", entry.message))
-        await self._emit(moved, "promoted", {"full": full, "by": actor})
-        self._wakeup(moved.app, moved.to_color)
+        await self.save(moved, revision, audit=self.audit(moved, "promoted", entry.message))
+        await self.emit(moved, "promoted", {"full": full, "by": actor})
+        self.wakeup(moved.app, moved.to_color)
         return moved
 
     async def pause(self, app: str, color: str | None, *, actor: str) -> ReleaseRecord:
         record, revision = await self.find(app, color)
         now = self.clock.now()
         paused = record.moved(
-            Phase.PAUSED, now, self._entry("pause", True, f"paused by {actor}"), paused_at=now
+            Phase.PAUSED, now, self.entry("pause", True, f"paused by {actor}"), paused_at=now
         )
-        await self._save(paused, revision, audit=self._audit(paused, "paused", f"by {actor}"))
-        await self._emit(paused, "paused", {"by": actor})
+        await self.save(paused, revision, audit=self.audit(paused, "paused", f"by {actor}"))
+        await self.emit(paused, "paused", {"by": actor})
         return paused
 
     async def resume(self, app: str, color: str | None, *, actor: str) -> ReleaseRecord:
@@ -270,13 +265,13 @@ class ReleaseEngine:
         resumed = record.moved(
             Phase.RUNNING,
             now,
-            self._entry("resume", True, f"resumed by {actor}"),
+            self.entry("resume", True, f"resumed by {actor}"),
             paused_at=None,
             step_started_at=record.step_started_at + held,
         )
-        await self._save(resumed, revision, audit=self._audit(resumed, "resumed", f"by {actor}"))
-        await self._emit(resumed, "resumed", {"by": actor})
-        self._wakeup(resumed.app, resumed.to_color)
+        await self.save(resumed, revision, audit=self.audit(resumed, "resumed", f"by {actor}"))
+        await self.emit(resumed, "resumed", {"by": actor})
+        self.wakeup(resumed.app, resumed.to_color)
         return resumed
 
     async def abort(
@@ -286,10 +281,10 @@ class ReleaseEngine:
         record, revision = await self.find(app, color)
         why = f"aborted by {actor}" + (f": {reason}" if reason else "")
         aborting = record.moved(
-            Phase.ROLLING_BACK, self.clock.now(), self._entry("abort", False, why)
+            Phase.ROLLING_BACK, self.clock.now(), self.entry("abort", False, why)
         )
-        await self._save(aborting, revision)
-        self._wakeup(aborting.app, aborting.to_color)
+        await self.save(aborting, revision)
+        self.wakeup(aborting.app, aborting.to_color)
         return aborting
 
     # -- the driver ----------------------------------------------------------
@@ -303,7 +298,7 @@ class ReleaseEngine:
                     return
                 record, revision = found
                 try:
-                    delay = await self._tick(record, revision)
+                    delay = await self._driver.tick(record, revision)
                 except IllegalTransition as exc:
                     log.error("release %s/%s: %s", app, color, exc)  # a bug: don't spin on it
                     delay = record.analysis.tick_ms / 1000
@@ -320,272 +315,9 @@ class ReleaseEngine:
         finally:
             self.traffic.releasing.get(app, set()).discard(color)
 
-    async def _tick(self, record: ReleaseRecord, revision: int) -> float:
-        """Take at most one step; return how long to sleep before the next tick."""
-        tick = record.analysis.tick_ms / 1000
-        if record.phase is Phase.ROLLING_BACK:
-            await self._roll_back(record, revision)
-            return 0
-        if record.phase is Phase.DRAINING:
-            await self._finish(record, revision)
-            return 0
-        if record.phase is Phase.PAUSED:
-            return 3600.0
-        if record.phase in (Phase.WAITING, Phase.HOLDING, Phase.RUNNING):
-            failed, record, revision = await self._watch(record, revision)
-            if failed:
-                return 0
-        if record.phase is Phase.WAITING:
-            return tick
-        if record.step >= len(record.plan.steps):
-            return await self._complete(record, revision)
-        step = record.plan.steps[record.step]
-        if isinstance(step, AnalysisStep):
-            entry = self._entry("analysis", True, "analysis thresholds set")
-            noted = record.noted(entry.at, entry, step=record.step + 1, analysis=step.analysis)
-            await self._save(noted, revision)
-            return 0
-        if isinstance(step, WeightStep):
-            return await self._weight(record, revision, step)
-        assert isinstance(step, PauseStep)
-        return await self._pause(record, revision, step)
-
-    async def _watch(self, record: ReleaseRecord, revision: int) -> tuple[bool, ReleaseRecord, int]:
-        """Health and analysis of a running release; roll back on failure.
-
-        Returns whether it rolled back, and the (possibly updated) record and revision.
-        """
-        rows = await self.runtime.show_stat()
-        state = await load_state(self.store)
-        app = state.spec.app(record.app)
-        share = state.routing_for(app).weights.get(record.to_color, 0)
-        if share <= record.initial_weights.get(record.to_color, 0):
-            return False, record, revision  # no traffic moved yet: nothing to judge or protect
-        health = health_gate(rows, backend_name(app.name, record.to_color), record.to_color)
-        if not health.passed:
-            why = f"target unhealthy: {health.message}"
-            await self._start_rollback(record, revision, why, health.readings)
-            return True, record, revision
-        verdict = self._analyse(record, app, rows)
-        if verdict is None:
-            # HAProxy reloaded and reset its counters: start a fresh window now.
-            record = record.noted(self.clock.now(), window=self._window(app, record, rows))
-            revision = await self._save(record, revision)
-            return False, record, revision
-        if verdict.outcome == "fail":
-            why = f"analysis failed: {verdict.message}"
-            await self._start_rollback(record, revision, why, verdict.readings)
-            return True, record, revision
-        if record.verdict is None or record.verdict.get("message") != verdict.message:
-            record = record.noted(self.clock.now(), verdict=_verdict(verdict))
-            revision = await self._save(record, revision)
-        return False, record, revision
-
-    def _analyse(self, record: ReleaseRecord, app: App, rows: list[Any]) -> Verdict | None:
-        """Judge the window; None when it must restart (counters were reset by a reload)."""
-        if record.window is None or record.window.get("target") is None:
-            return None
-        start = record.window["target"]
-        assert start is not None
-        target = delta(
-            Counters.from_dict(start),
-            counters_from_stat(rows, backend_name(app.name, record.to_color)),
-        )
-        if target is None:
-            return None
-        baseline = None
-        base_start = record.window.get("baseline")
-        base_now = _counters(rows, backend_name(app.name, record.from_color))
-        if base_now is not None and base_start is not None:
-            baseline = delta(Counters.from_dict(base_start), base_now)
-        return judge(record.analysis, target, baseline)
-
-    @staticmethod
-    def _window(app: App, record: ReleaseRecord, rows: list[Any]) -> dict[str, Any]:
-        """Counters at the start of an analysis window (saved, so a restart keeps it)."""
-        target = counters_from_stat(rows, backend_name(app.name, record.to_color))
-        base = _counters(rows, backend_name(app.name, record.from_color))
-        return {"target": target.to_dict(), "baseline": base.to_dict() if base else None}
-
-    async def _weight(self, record: ReleaseRecord, revision: int, step: WeightStep) -> float:
-        tick = record.analysis.tick_ms / 1000
-        if record.plan.confirm is not None and record.confirmed_step != record.step:
-            event = self._event(
-                record, "step.confirm", {"step": record.step, "weight": step.weight}
-            )
-            ok, why = await confirm(self.webhooks, record.plan.confirm, event)
-            if not ok:
-                if record.phase is not Phase.HOLDING:
-                    entry = self._entry("confirm", False, f"held by the confirm hook: {why}")
-                    held = record.moved(Phase.HOLDING, entry.at, entry)
-                    await self._save(held, revision, audit=self._audit(held, "held", why))
-                return tick
-            entry = self._entry("confirm", True, f"confirm hook: {why}")
-            record = record.noted(entry.at, entry, confirmed_step=record.step)
-        async with self.traffic.lock(record.app):
-            state = await load_state(self.store)
-            app = state.spec.app(record.app)
-            routing = state.routing_for(app)
-            busy = self.traffic.releasing.get(app.name, set()) - {record.to_color}
-            donors = [
-                c.name for c in app.colors if c.name != record.to_color and c.name not in busy
-            ]
-            target = set_share(
-                routing.weights, record.to_color, step.weight, donors=donors, source=step.source
-            )
-            done: dict[str, Any] = {}
-            if target != routing.weights:
-                done = await self.traffic.set_weights(
-                    app,
-                    routing,
-                    target,
-                    actor=record.actor,
-                    action="release.step",
-                    reason=record.reason,
-                    detail={"color": record.to_color, "step": record.step},
-                )
-            rows = await self.runtime.show_stat()
-        window = {
-            "target": counters_from_stat(rows, backend_name(app.name, record.to_color)).to_dict(),
-            "baseline": counters_from_stat(
-                rows, backend_name(app.name, record.from_color)
-            ).to_dict(),
-        }
-        now = self.clock.now()
-        message = f"{record.to_color} at {step.weight}% ({format_weights(target)})"
-        if done:
-            message += f" in {done['ms']} ms"
-        advanced = record.moved(
-            Phase.RUNNING,
-            now,
-            self._entry("weight", True, message, {"weights": target}),
-            step=record.step + 1,
-            step_started_at=now,
-            window=window,
-            verdict=None,
-        )
-        await self._save(advanced, revision)  # the weight change itself is audited by set_weights
-        await self._emit(
-            advanced,
-            "step.advanced",
-            {"step": record.step, "weight": step.weight, "weights": target},
-        )
-        return 0
-
-    async def _pause(self, record: ReleaseRecord, revision: int, step: PauseStep) -> float:
-        tick = record.analysis.tick_ms / 1000
-        now = self.clock.now()
-        if step.pause == "manual":
-            entry = self._entry("pause", True, "waiting for promote")
-            waiting = record.moved(Phase.WAITING, now, entry)
-            await self._save(
-                waiting, revision, audit=self._audit(waiting, "waiting", "waiting for promote")
-            )
-            await self._emit(waiting, "paused", {"manual": True})
-            return tick
-        if record.phase is Phase.HOLDING:
-            record = record.moved(Phase.RUNNING, now)
-        deadline = record.step_started_at + step.pause / 1000
-        if now < deadline:
-            return min(tick, deadline - now)
-        verdict = record.verdict or {}
-        if record.window is not None and verdict.get("outcome") != "pass":
-            return tick  # too little data to judge: wait, never pass
-        message = "pause over" + (f"; analysis passed: {verdict.get('message')}" if verdict else "")
-        entry = self._entry("pause", True, message)
-        done = record.noted(now, entry, step=record.step + 1, step_started_at=now)
-        await self._save(done, revision)
-        return 0
-
-    async def _complete(self, record: ReleaseRecord, revision: int) -> float:
-        now = self.clock.now()
-        if record.plan.final_weight == 100:
-            await self._save(record.moved(Phase.DRAINING, now), revision)
-            return 0
-        finished = record.moved(
-            Phase.COMPLETED, now, self._entry("complete", True, "plan finished")
-        )
-        await self._save(finished, revision, audit=self._audit(finished, "completed"))
-        await self._emit(finished, "completed", {})
-        return 0
-
-    async def _finish(self, record: ReleaseRecord, revision: int) -> None:
-        state = await load_state(self.store)
-        app = state.spec.app(record.app)
-        emptied = sorted(
-            c
-            for c in record.initial_weights
-            if c != record.to_color and c not in state.routing_for(app).weights
-        )
-        drained = await self.traffic.drain(app, emptied, record.plan.drain_timeout_ms)
-        now = self.clock.now()
-        entry = self._entry("drain", drained.passed, drained.message, drained.readings)
-        finished = record.moved(Phase.COMPLETED, now, entry)
-        await self._save(
-            finished, revision, audit=self._audit(finished, "completed", drained.message)
-        )
-        await self._emit(finished, "completed", {"drain": drained.message})
-
-    async def _start_rollback(
-        self, record: ReleaseRecord, revision: int, why: str, readings: dict[str, Any]
-    ) -> None:
-        entry = self._entry("rollback", False, why, readings)
-        rolling = record.moved(Phase.ROLLING_BACK, entry.at, entry)
-        await self._save(rolling, revision)
-        self._wakeup(record.app, record.to_color)
-
-    async def _roll_back(self, record: ReleaseRecord, revision: int) -> None:
-        """Return the target to its share before the release, in one atomic change."""
-        async with self.traffic.lock(record.app):
-            state = await load_state(self.store)
-            app = state.spec.app(record.app)
-            routing = state.routing_for(app)
-            busy = self.traffic.releasing.get(app.name, set()) - {record.to_color}
-            donors = [
-                c.name for c in app.colors if c.name != record.to_color and c.name not in busy
-            ]
-            share = record.initial_weights.get(record.to_color, 0)
-            target = set_share(
-                routing.weights,
-                record.to_color,
-                share,
-                donors=donors,
-                restore=record.initial_weights,
-            )
-            if target != routing.weights:
-                await self.traffic.set_weights(
-                    app,
-                    routing,
-                    target,
-                    actor=record.actor,
-                    action="release.rollback",
-                    reason=record.reason,
-                    detail={"color": record.to_color},
-                )
-        why = next(
-            (e.message for e in reversed(record.steps) if e.name in ("rollback", "abort")),
-            "rolled back",
-        )
-        readings = next(
-            (e.readings for e in reversed(record.steps) if e.name in ("rollback", "abort")), {}
-        )
-        done = record.moved(
-            Phase.ROLLED_BACK,
-            self.clock.now(),
-            self._entry(
-                "rolled_back",
-                True,
-                f"{record.to_color} back to {share}% ({format_weights(target)})",
-            ),
-        )
-        await self._save(done, revision, audit=self._audit(done, "rolled_back", why, readings))
-        await self._emit(
-            done, "rolled_back", {"reason": why, "readings": readings, "weights": target}
-        )
-
     # -- helpers -------------------------------------------------------------
 
-    async def _save(
+    async def save(
         self, record: ReleaseRecord, expect: int, *, audit: AuditDraft | None = None
     ) -> int:
         key = release_key(record.app, record.to_color)
@@ -595,14 +327,14 @@ class ReleaseEngine:
         self._saved.setdefault((record.app, record.to_color), asyncio.Event()).set()
         return revision
 
-    def _entry(
+    def entry(
         self, name: str, ok: bool, message: str, readings: dict[str, Any] | None = None
     ) -> LogEntry:
         return LogEntry(
             name=name, ok=ok, message=message, at=self.clock.now(), readings=readings or {}
         )
 
-    def _event(self, record: ReleaseRecord, kind: str, data: dict[str, Any]) -> Event:
+    def event(self, record: ReleaseRecord, kind: str, data: dict[str, Any]) -> Event:
         return Event(
             kind=kind,
             app=record.app,
@@ -613,14 +345,14 @@ class ReleaseEngine:
             data=data,
         )
 
-    async def _emit(self, record: ReleaseRecord, kind: str, data: dict[str, Any]) -> None:
+    async def emit(self, record: ReleaseRecord, kind: str, data: dict[str, Any]) -> None:
         """Queue an event for the plan's webhooks (never blocks the release)."""
         if record.plan.webhooks:
             found = await self.get(record.app, record.to_color)
             seq = (found[0].seq if found else record.seq) + 1
             if found is not None:
                 with contextlib.suppress(Conflict):
-                    await self._save(found[0].noted(self.clock.now(), seq=seq), found[1])
+                    await self.save(found[0].noted(self.clock.now(), seq=seq), found[1])
             event = Event(
                 kind=kind,
                 app=record.app,
@@ -632,7 +364,7 @@ class ReleaseEngine:
             )
             self.webhooks.emit(record.plan.webhooks, event)
 
-    def _audit(
+    def audit(
         self,
         record: ReleaseRecord,
         event: str,
@@ -657,15 +389,3 @@ class ReleaseEngine:
             detail=detail,
             reason=record.reason,
         )
-
-
-def _counters(rows: list[Any], backend: str) -> Counters | None:
-    """A backend's counters, or None if it is gone (its color was removed)."""
-    try:
-        return counters_from_stat(rows, backend)
-    except Drift:
-        return None
-
-
-def _verdict(verdict: Verdict) -> dict[str, Any]:
-    return {"outcome": verdict.outcome, "message": verdict.message, "readings": verdict.readings}
