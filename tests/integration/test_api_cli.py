@@ -292,3 +292,39 @@ def test_drain_waits_for_in_flight_requests(
     assert time.monotonic() - started >= 0.5
     slow.join(10)
     assert answers[1].json()["color"] == "green"
+
+
+def test_config_haproxy_rejects_changes_nothing(server: Server, shop: dict[str, Any]) -> None:
+    """A spec that validates but that `haproxy -c` refuses (a host that does not resolve) is
+    refused with HAProxy's words; nothing is stored and the old config keeps serving."""
+    before = snapshot(server)
+    revision = server.api("GET", "/config").json()["revision"]
+    spec = json.loads(json.dumps(shop))
+    spec["apps"][0]["colors"][2]["servers"] = [
+        {"name": "s1", "host": "no-such-host.invalid", "port": 8080}
+    ]
+    reply = server.api("PUT", "/config", {"spec": spec})
+    assert reply.status_code == 502, reply.text
+    assert reply.json()["title"] == "Configuration rejected"
+    assert "no-such-host.invalid" in reply.json()["detail"]
+    assert server.api("GET", "/config").json()["revision"] == revision
+    assert snapshot(server) == before
+    port = int(shop["apps"][0]["bind"].split(":")[1])
+    assert httpx.get(f"http://127.0.0.1:{port}/").json()["color"] == "blue"
+
+
+def test_bind_on_a_busy_port_is_refused(server: Server, shop: dict[str, Any]) -> None:
+    """A new listener on a port another process holds is refused before anything changes."""
+    import socket
+
+    before = snapshot(server)
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        busy = holder.getsockname()[1]
+        spec = json.loads(json.dumps(shop))
+        spec["apps"].append({**spec["apps"][0], "name": "cart", "bind": f"127.0.0.1:{busy}"})
+        reply = server.api("PUT", "/config", {"spec": spec})
+    assert reply.status_code == 422, reply.text
+    assert f"cannot listen on 127.0.0.1:{busy}" in reply.json()["detail"]
+    assert snapshot(server) == before

@@ -118,6 +118,17 @@ def format_progress(record: dict[str, Any]) -> str:
         f"[{record['phase']}]  by {record['actor']} at {_when(record['started_at'])}",
         "  plan: " + " -> ".join(marked) + ("  (done)" if position >= len(steps) else ""),
     ]
+    last_weights = next(
+        (e["readings"]["weights"] for e in reversed(record["steps"]) if e["name"] == "weight"),
+        record["initial_weights"],
+    )
+    lines.append(
+        "  weights: "
+        + " ".join(f"{c}={w}" for c, w in sorted(last_weights.items()))
+        + "  (before: "
+        + " ".join(f"{c}={w}" for c, w in sorted(record["initial_weights"].items()))
+        + ")"
+    )
     if record["phase"] in ("running", "holding") and position < len(steps):
         step = plan["steps"][position]
         if "pause" in step and step["pause"] != "manual":
