@@ -8,15 +8,24 @@ desired state. Paths that reach HAProxy's Runtime API (map files) must match
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from prism.errors import InvalidInput
 
-__all__ = ["SAFE_PATH", "StatePaths"]
+__all__ = ["SAFE_PATH", "StatePaths", "default_state_dir"]
 
 SAFE_PATH = re.compile(r"/[A-Za-z0-9._/-]{1,200}", re.ASCII)
+
+
+def default_state_dir() -> Path:
+    """``$PRISM_STATE_DIR``, else ``$XDG_STATE_HOME/prism``, else ``~/.local/state/prism``."""
+    if os.environ.get("PRISM_STATE_DIR"):
+        return Path(os.environ["PRISM_STATE_DIR"])
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "prism"
 
 
 @dataclass(frozen=True)

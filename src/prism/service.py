@@ -40,7 +40,7 @@ from prism.model import (
     backend_name,
     split_hostport,
 )
-from prism.paths import StatePaths
+from prism.paths import StatePaths, default_state_dir
 from prism.render import RenderSettings, derive_maxconn
 from prism.routing import layout_ranges
 from prism.state import APPS, diff_spec, dump, pin_key, routing_key, spec_ops
@@ -72,16 +72,6 @@ def normalize_pin_key(rule: PinRule, key: str) -> str:
 
 
 log = logging.getLogger("prism")
-
-
-def default_state_dir() -> Path:
-    """``$PRISM_STATE_DIR``, else ``$XDG_STATE_HOME/prism``, else ``~/.local/state/prism``."""
-    import os
-
-    if os.environ.get("PRISM_STATE_DIR"):
-        return Path(os.environ["PRISM_STATE_DIR"])
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "prism"
 
 
 def ensure_token(paths: StatePaths) -> str:

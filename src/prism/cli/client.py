@@ -18,7 +18,7 @@ import httpx
 from prism import errors
 from prism.errors import PrismError, Unavailable
 from prism.files import read_text
-from prism.service import default_state_dir
+from prism.paths import default_state_dir
 
 __all__ = ["ApiClient", "Target", "locate"]
 

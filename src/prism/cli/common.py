@@ -11,7 +11,6 @@ from typing import Any, NoReturn, ParamSpec, TypeVar
 from urllib.parse import quote
 
 import click
-import yaml
 
 from prism.cli.client import ApiClient, locate
 from prism.errors import InvalidInput, PrismError
@@ -77,6 +76,8 @@ json_option = click.option("--json", "as_json", is_flag=True, help="print the AP
 
 def load_yaml_file(path: Path) -> Any:
     """Read a YAML file with clear errors (size, encoding, syntax)."""
+    import yaml  # imported here: most commands never read a file, and it costs start-up time
+
     try:
         raw = path.read_bytes()
     except OSError as exc:

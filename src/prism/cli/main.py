@@ -6,9 +6,9 @@ the one place that maps :class:`PrismError` to a message and an exit code.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import yaml
 
 from prism import __version__
 from prism.cli.common import Ctx, handles_errors, json_option, load_yaml_file, pass_ctx, path, run
@@ -19,7 +19,9 @@ from prism.cli.output import (
 )
 from prism.cli.releases import release
 from prism.cli.routing import fmt_weights, pin, pins, server, shift, unpin
-from prism.model import Spec, parse_model
+
+if TYPE_CHECKING:
+    from prism.model import Spec
 
 __all__ = ["main"]
 
@@ -74,6 +76,8 @@ def health(ctx: Ctx, as_json: bool) -> None:
 
 def load_spec_file(path: Path) -> Spec:
     """Read and validate a prism.yaml; the API validates again, identically."""
+    from prism.model import Spec, parse_model  # heavy: only the commands that need it pay
+
     data = load_yaml_file(path)
     return parse_model(Spec, data if data is not None else {}, source=str(path))
 
@@ -112,6 +116,8 @@ def config(ctx: Ctx, fmt: str) -> None:
     if fmt == "json":
         echo_json(answer["spec"])
     else:
+        import yaml
+
         click.echo(yaml.safe_dump(answer["spec"], sort_keys=False), nl=False)
 
 

@@ -16,7 +16,6 @@ from prism.cli.output import (
     format_release,
 )
 from prism.errors import InvalidInput
-from prism.model import parse_model
 
 __all__ = ["release"]
 
@@ -70,6 +69,7 @@ def release_start(
     as_json: bool,
 ) -> None:
     """Release a color of APP: at once, in steps (--steps 5,25,50,100), or by a plan file."""
+    from prism.model import parse_model
     from prism.rollout import ReleasePlan, plan_from_flags
 
     if file is not None:
