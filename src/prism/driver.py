@@ -157,7 +157,7 @@ class StepDriver:
                     actor=record.actor,
                     action="release.step",
                     reason=record.reason,
-                    detail={"color": record.to_color, "step": record.step},
+                    detail={"color": record.to_color, "step_index": record.step},
                 )
             rows = await self.engine.runtime.show_stat()
         window = {

@@ -187,7 +187,8 @@ def format_history(records: list[dict[str, Any]]) -> str:
             what = " ".join(
                 f"{k}: {', '.join(detail[k])}" for k in ("added", "removed", "changed") if detail[k]
             )
-        step = detail.get("step", {}).get("message", "")
+        step = detail.get("step")
+        step = step.get("message", "") if isinstance(step, dict) else ""
         lines.append(
             f"{_when(r['at'])}  rev {r['revision']:<5} {r['actor']:<10} {r['action']:<22} "
             f"{r['app'] or '-':<12} {what}"
