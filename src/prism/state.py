@@ -74,21 +74,28 @@ def decode_state(
     routing: Sequence[Entry],
     revision: int,
     pins: Sequence[Entry] = (),
+    *,
+    spec: Spec | None = None,
 ) -> DesiredState:
-    """Build a DesiredState from the entries under spec/, routing/ and pins/."""
-    spec = parse_model(
-        Spec,
-        {
-            "listeners": [json.loads(e.value) for e in listeners],
-            "apps": [json.loads(e.value) for e in apps],
-        },
-        source="stored spec",
-    )
+    """Build a DesiredState from the entries under spec/, routing/ and pins/.
+
+    ``spec``, when given, is the already decoded spec of these same entries.
+    """
+    if spec is None:
+        spec = parse_model(
+            Spec,
+            {
+                "listeners": [json.loads(e.value) for e in listeners],
+                "apps": [json.loads(e.value) for e in apps],
+            },
+            source="stored spec",
+        )
+    apps_by_name = {a.name: a for a in spec.apps}
     routes: dict[str, Routing] = {}
     for entry in routing:
         name = entry.key[len(ROUTING) :]
         route = parse_model(Routing, json.loads(entry.value), source=f"stored {entry.key}")
-        app = next((a for a in spec.apps if a.name == name), None)
+        app = apps_by_name.get(name)
         if app is not None and all(app.has_color(c) for c in route.weights):
             routes[name] = route
     pinned: dict[str, dict[str, dict[str, str]]] = {}

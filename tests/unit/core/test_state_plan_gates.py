@@ -202,3 +202,26 @@ def test_phase_table() -> None:
                 seen.add(nxt)
                 todo.append(nxt)
     assert seen == set(Phase)
+
+
+async def test_load_state_reuses_the_spec_until_an_entry_changes() -> None:
+    """A weight move re-reads routing but reuses the decoded spec; a spec change re-decodes."""
+    from prism.desired import load_state
+    from prism.testing.memory_store import memory_store
+
+    store = await memory_store()
+    try:
+        await store.commit([Put("spec/apps/shop", dump(make_spec().apps[0]))])
+        first = await load_state(store)
+        await store.commit([Put(routing_key("shop"), dump(Routing.only("green", {"blue": 100})))])
+        second = await load_state(store)
+        assert second.spec is first.spec
+        assert second.routing["shop"].active == "green"
+        await store.commit(
+            [Put("spec/apps/shop", dump(make_spec(("blue", "green", "red")).apps[0]))]
+        )
+        third = await load_state(store)
+        assert third.spec is not first.spec
+        assert third.spec.app("shop").has_color("red")
+    finally:
+        await store.close()
