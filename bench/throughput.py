@@ -79,6 +79,7 @@ def moves(prism: PrismServer, apps: list[str], seconds: float) -> MoveRun:
                         step += 1
                     else:
                         detail = str(reply.json().get("detail", reply.text))
+                        detail = detail.replace(str(prism.state_dir), "<state-dir>")
                         errors[f"{reply.status_code}: {re.sub(r'[0-9]+', 'N', detail)[:300]}"] += 1
 
             await asyncio.gather(*(worker(a) for a in apps))
