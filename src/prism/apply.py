@@ -15,18 +15,22 @@
 
 Reading every map costs two Runtime API commands per app per apply, which at
 1,000 apps made one weight move take seconds. So the applier remembers the
-text each map was last *read back* to hold, and a new revision reads (before
+text each map was last *read back* to hold, and an apply reads (before
 planning) and verifies (after acting) only the maps whose desired text differs
-from that. Re-applying the revision already applied — the periodic reconcile —
-reads and verifies every map, which is how an edit made behind Prism's back is
-found; so does the first apply after HAProxy (re)started, and any apply after
-a failed one.
+from that. The first apply after HAProxy (re)started, and any apply after a
+failed one, reads every map.
+
+Edits made behind Prism's back are found by :meth:`Applier.reconcile`, run
+periodically: it reads every map *without* holding the apply lock (about a
+second at 1,000 apps, which weight moves must not wait behind), forgets what
+it found changed, and only then applies, which reads and repairs exactly those.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -50,7 +54,7 @@ from prism.plan import (
     parse_map_text,
     plan,
 )
-from prism.render import RenderedFiles, RenderSettings, render
+from prism.render import RenderedFiles, RenderMemo, RenderSettings, render
 from prism.servers import add_server, remove_server
 from prism.serverstate import desired_addresses, filter_server_state
 from prism.types import Clock
@@ -98,9 +102,11 @@ class Applier:
         # What the last preflight that passed was rendered from: a reload of the very
         # same desired state need not render and `haproxy -c` it a second time.
         self._checked: tuple[object, ...] | None = None
+        self._memo = RenderMemo(paths, settings)
+        self._config_read: tuple[tuple[int, int, int], str] | None = None
 
     def render(self, state: DesiredState) -> RenderedFiles:
-        return render(state, self.paths, self.settings)
+        return self._memo.render(state)
 
     async def preflight(self, state: DesiredState) -> RenderedFiles:
         """Render into the staging directory and run ``haproxy -c`` on it.
@@ -141,9 +147,22 @@ class Applier:
                 round((time.perf_counter() - started) * 1000, 3),
             )
 
+    async def reconcile(self, state: DesiredState) -> ApplyReport:
+        """Find and repair drift: the periodic check (see the module docstring)."""
+        if self._held_master == self.supervisor.pid and self.supervisor.running:
+            believed = dict(self._held)
+            live = await self._runtime_maps(believed)
+            for name, text in believed.items():
+                changed = sorted(live.get(name, ())) != sorted(parse_map_text(text))
+                # (an apply that ran meanwhile and verified a newer text is trusted)
+                if changed and self._held.get(name) == text:
+                    log.warning("map %s changed behind Prism's back; restoring it", name)
+                    del self._held[name]
+        return await self.apply(state)
+
     async def _apply(self, state: DesiredState) -> ApplyReport:
         files = self.render(state)
-        if state.revision == self.applied_revision or self._held_master != self.supervisor.pid:
+        if self._held_master != self.supervisor.pid:
             self._held.clear()
             self._held_master = self.supervisor.pid
         unsure = [name for name, text in files.maps.items() if self._held.get(name) != text]
@@ -151,7 +170,7 @@ class Applier:
         live_maps.update(await self._runtime_maps(unsure))
         for name in files.maps.keys() - set(unsure):
             live_maps[name] = parse_map_text(self._held[name])
-        live_config = read_text(self.paths.config)
+        live_config = self._live_config()
         # Only a config that differs needs the (costly, at 1,000 apps) servers-only test.
         servers_only = (
             live_config is not None
@@ -174,6 +193,22 @@ class Applier:
             operations += await self._servers(state, files, live_config, the_plan.server_changes)
         await self._verify(files, the_plan.map_changes)
         return ApplyReport(state.revision, "runtime", operations)
+
+    def _live_config(self) -> str | None:
+        """The config on disk. At 1,000 apps it is megabytes, so the text read last is
+        reused while the file's inode, size and mtime are unchanged (Prism replaces it
+        by rename, which makes a new inode; an edit in place changes the mtime)."""
+        try:
+            info = os.stat(self.paths.config)
+        except FileNotFoundError:
+            return None
+        key = (info.st_ino, info.st_size, info.st_mtime_ns)
+        if self._config_read is None or self._config_read[0] != key:
+            text = read_text(self.paths.config)
+            if text is None:
+                return None
+            self._config_read = (key, text)
+        return self._config_read[1]
 
     async def _runtime_maps(self, names: Iterable[str]) -> dict[str, list[tuple[str, str]]]:
         """What HAProxy holds now for each of the named map files."""

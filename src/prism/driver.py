@@ -68,7 +68,9 @@ class StepDriver:
 
         Returns whether it rolled back, and the (possibly updated) record and revision.
         """
-        rows = await self.engine.runtime.show_stat()
+        rows = await self.engine.runtime.show_stat(
+            backend_name(record.app, record.to_color), backend_name(record.app, record.from_color)
+        )
         state = await load_state(self.engine.store)
         app = state.spec.app(record.app)
         share = state.routing_for(app).weights.get(record.to_color, 0)
@@ -159,7 +161,9 @@ class StepDriver:
                     reason=record.reason,
                     detail={"color": record.to_color, "step_index": record.step},
                 )
-            rows = await self.engine.runtime.show_stat()
+            rows = await self.engine.runtime.show_stat(
+                backend_name(app.name, record.to_color), backend_name(app.name, record.from_color)
+            )
         window = {
             "target": counters_from_stat(rows, backend_name(app.name, record.to_color)).to_dict(),
             "baseline": counters_from_stat(

@@ -517,7 +517,7 @@ async def _find_state(runtime: RuntimeClient, backend: str, name: str) -> Server
 
 
 async def _stat_row(runtime: RuntimeClient, backend: str, name: str) -> StatRow | None:
-    for row in await runtime.show_stat():
+    for row in await runtime.show_stat(backend):
         if row.type == _SERVER_ROW and row.proxy == backend and row.server == name:
             return row
     return None

@@ -211,7 +211,7 @@ class Prism:
         while True:
             await asyncio.sleep(interval)
             try:
-                await self.applier.apply(await self.state())
+                await self.applier.reconcile(await self.state())
             except PrismError as exc:
                 log.warning("reconcile failed: %s", exc)
 
@@ -243,7 +243,15 @@ class Prism:
         """Per app: weights, buckets, servers with their exact health, pins, latest release."""
         state = await self.state()
         apps = [state.spec.app(app_name)] if app_name else list(state.spec.apps)
-        rows = await self.runtime.show_stat() if self.supervisor.running else []
+        rows: list[Any] = []
+        if self.supervisor.running:
+            # one app: only its backends, not a row per server of the whole configuration
+            backends = [backend_name(a.name, c.name) for a in apps for c in a.colors]
+            rows = (
+                await self.runtime.show_stat(*backends)
+                if app_name
+                else await self.runtime.show_stat()
+            )
         return [await self._app_status(state, app, rows) for app in apps]
 
     async def _app_status(self, state: DesiredState, app: App, rows: list[Any]) -> dict[str, Any]:

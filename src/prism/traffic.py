@@ -75,7 +75,7 @@ class Traffic:
         self, state: DesiredState, app: App, colors: list[str], smoke: bool
     ) -> list[GateResult]:
         """Health (then smoke) of every color about to get more traffic; stops at a refusal."""
-        rows = await self.runtime.show_stat()
+        rows = await self.runtime.show_stat(*(backend_name(app.name, c) for c in colors))
         results: list[GateResult] = []
         for color in colors:
             results.append(health_gate(rows, backend_name(app.name, color), color))

@@ -111,6 +111,9 @@ class Store(Protocol):
       returns the new revision, and records ``audit`` under that revision.
     * ``record`` adds an audit entry that changes no state (a refused release);
       it carries the current revision.
+    * ``stamp`` is ``(entries, newest mod_revision)`` under a prefix: cheap,
+      and different after any commit that changed something under it (a put
+      raises the newest revision; deletes alone lower the count).
     * ``watch`` yields every change under ``prefix`` after ``from_revision``,
       in revision order, then waits for more.
     """
@@ -120,6 +123,8 @@ class Store(Protocol):
     async def get(self, key: str) -> Entry | None: ...
 
     async def list(self, prefix: str) -> list[Entry]: ...
+
+    async def stamp(self, prefix: str) -> tuple[int, int]: ...
 
     async def commit(
         self,

@@ -240,3 +240,33 @@ def test_prism_restart_adopts_haproxy_and_keeps_routing(
         if haproxy_pid is not None:
             with __import__("contextlib").suppress(ProcessLookupError):
                 os.kill(haproxy_pid, signal.SIGKILL)
+
+
+def test_a_map_edited_behind_prisms_back_is_restored(
+    state_dir: object, color_backends: dict[str, Backend]
+) -> None:
+    """The periodic reconcile reads every map back and repairs one edited by hand."""
+    import socket
+    from pathlib import Path
+
+    from prism.paths import StatePaths
+    from tests.conftest import run_server
+
+    assert isinstance(state_dir, Path)
+    port = free_port()
+    paths = StatePaths(state_dir)
+    with run_server(state_dir, "--reconcile-interval", "0.2") as server:
+        assert server.api("PUT", "/config", {"spec": shop_spec(port, color_backends)}).is_success
+        wait_until_up(server, "shop", ["blue", "green"])
+        assert server.api("POST", "/apps/shop/release", {"to": "green"}).is_success
+        assert get_color(port) == "green"
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.connect(str(paths.admin_socket))
+            sock.sendall(f"set map {paths.weights_map('shop')} 0:99 shop.blue\n".encode())
+            assert sock.recv(1024).strip() == b""  # HAProxy took the edit
+        deadline = time.monotonic() + 10
+        while get_color(port) != "green":
+            assert time.monotonic() < deadline, "the edited map was never restored"
+            time.sleep(0.05)
+        assert [get_color(port) for _ in range(20)] == ["green"] * 20
+        assert server.api("GET", "/apps/shop").json()["weights"] == {"green": 100}

@@ -32,6 +32,7 @@ from prism.model import (
 from prism.paths import StatePaths
 from prism.render import (
     RenderedFiles,
+    RenderMemo,
     RenderSettings,
     config_without_servers,
     derive_maxconn,
@@ -133,6 +134,34 @@ def test_render_ignores_declaration_order() -> None:
             update={"spec": state.spec.model_copy(update={"apps": tuple(rng.sample(apps, 2))})}
         )
         assert render(shuffled, PATHS, SETTINGS) == render(state, PATHS, SETTINGS)
+
+
+def test_memo_renders_what_render_does_through_a_sequence_of_changes() -> None:
+    """Routing, pins and spec changes, and back: the memo always equals a fresh render,
+    and while the spec object is the same it reuses the config it rendered."""
+    base = load_state("rainbow_listener")
+    memo = RenderMemo(PATHS, SETTINGS)
+    api = base.spec.app("api")
+    moved = base.model_copy(
+        update={
+            "routing": {**base.routing, "api": Routing.moved(base.routing_for(api), {"blue": 100})}
+        }
+    )
+    pinned = moved.model_copy(update={"pins": {"api": {"canary": {"yes": "blue", "no": "green"}}}})
+    unpinned = pinned.model_copy(update={"pins": {}})
+    apps = tuple(
+        a.model_copy(update={"retries": 7}) if a.name == "web" else a for a in base.spec.apps
+    )
+    respecced = unpinned.model_copy(update={"spec": base.spec.model_copy(update={"apps": apps})})
+    configs = []
+    for state in [base, moved, pinned, unpinned, respecced, base]:
+        files = memo.render(state)
+        assert files == render(state, PATHS, SETTINGS)
+        configs.append(files.config)
+    assert configs[1] is configs[0]
+    assert configs[3] is configs[0]
+    assert configs[4] != configs[0]
+    assert render(moved, PATHS, SETTINGS).maps != render(base, PATHS, SETTINGS).maps
 
 
 def test_render_ignores_revision() -> None:

@@ -160,6 +160,13 @@ def history(ctx: Ctx, app: str | None, limit: int, as_json: bool) -> None:
 @click.option("--admin-port", type=click.IntRange(1, 65535), help="HAProxy stats/metrics port")
 @click.option("--haproxy", "haproxy_path", envvar="PRISM_HAPROXY", help="haproxy binary")
 @click.option("--stop-haproxy", is_flag=True, help="stop HAProxy when Prism exits")
+@click.option(
+    "--reconcile-interval",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 3600),
+    help="seconds between checks that HAProxy still holds the desired state",
+)
 @pass_ctx
 @handles_errors
 def serve(
@@ -169,6 +176,7 @@ def serve(
     admin_port: int | None,
     haproxy_path: str | None,
     stop_haproxy: bool,
+    reconcile_interval: float,
 ) -> None:
     """Run the API, the release engine and the local HAProxy.
 
@@ -184,6 +192,7 @@ def serve(
         haproxy=haproxy_path,
         admin_port=admin_port,
         stop_haproxy_on_exit=stop_haproxy,
+        reconcile_interval=reconcile_interval,
     )
     run(serve_forever(ServeOptions(service=options, host=host, port=port)))
 

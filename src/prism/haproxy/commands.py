@@ -145,9 +145,14 @@ def show_info() -> Command:
     return Command("show info")
 
 
-def show_stat() -> Command:
-    """``show stat``: the CSV statistics of every proxy and server."""
-    return Command("show stat")
+def show_stat(proxy: str | None = None) -> Command:
+    """``show stat``: the CSV statistics of every proxy and server, or with
+    ``proxy`` only that proxy's rows (``show stat <proxy> -1 -1``: every row
+    type, every server). One backend's rows cost HAProxy and Prism a few lines
+    instead of one line per server of the whole configuration."""
+    if proxy is None:
+        return Command("show stat")
+    return Command(f"show stat {_word(PROXY_NAME, proxy, 'proxy name')} -1 -1")
 
 
 def show_servers_state(backend: str | None = None) -> Command:

@@ -149,9 +149,21 @@ class RuntimeClient:
         """``show info`` as a dict (``Name``, ``Version``, ``Pid``, ``Uptime_sec`` ...)."""
         return parse_show_info(await self.execute(cmd.show_info()))
 
-    async def show_stat(self) -> list[StatRow]:
-        """Every row of ``show stat``: frontends, backends and servers."""
-        return parse_show_stat(await self.execute(cmd.show_stat()))
+    async def show_stat(self, *proxies: str) -> list[StatRow]:
+        """The rows of ``show stat``: of every frontend, backend and server, or
+        with ``proxies`` only of those, one filtered command each. A proxy that
+        HAProxy does not have contributes no rows, as it would to a full read."""
+        if not proxies:
+            return parse_show_stat(await self.execute(cmd.show_stat()))
+        rows: list[StatRow] = []
+        for proxy in dict.fromkeys(proxies):
+            command = cmd.show_stat(proxy)
+            reply = await self.transport.request(command.text)
+            if reply.strip("\n") == "No such proxy.":
+                continue
+            check_reply(command, reply)
+            rows.extend(parse_show_stat(reply))
+        return rows
 
     async def show_servers_state(self, backend: str | None = None) -> list[ServerState]:
         """``show servers state``, for one backend or all."""

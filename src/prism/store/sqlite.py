@@ -71,6 +71,8 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         " action TEXT NOT NULL, app TEXT, detail TEXT NOT NULL, reason TEXT)",
         "CREATE INDEX audit_by_app ON audit (app, id)",
     ),
+    # stamp() reads only this index, not the table's pages full of values
+    ("CREATE INDEX kv_revisions ON kv (key, mod_revision)",),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -257,6 +259,17 @@ class SqliteStore:
                 (prefix, prefix + _PREFIX_END),
             ).fetchall()
         return [Entry(*row) for row in rows]
+
+    async def stamp(self, prefix: str) -> tuple[int, int]:
+        """``(entries, newest mod_revision)`` under ``prefix``; see :class:`prism.types.Store`."""
+        _check_key(prefix, prefix=True)
+        async with self._reading(f"stamp {prefix!r}"):
+            count, newest = self._conn.execute(
+                "SELECT COUNT(*), COALESCE(MAX(mod_revision), 0) FROM kv"
+                " WHERE key >= ? AND key < ?",
+                (prefix, prefix + _PREFIX_END),
+            ).fetchone()
+        return int(count), int(newest)
 
     async def commit(
         self,

@@ -181,8 +181,10 @@ class SimHAProxy:
             if words[3:] != [BACKEND]:
                 return "Can't find backend.\n\n"
             return self._show_state() if words[2] == "state" else self._show_conn()
-        if text == "show stat":
+        if text in ("show stat", f"show stat {BACKEND} -1 -1"):
             return self._show_stat()
+        if text.startswith("show stat "):
+            return "No such proxy.\n\n"
         if text.startswith("add server "):
             return self._add(words)
         backend, _, name = words[2].partition("/")
@@ -441,7 +443,7 @@ async def test_existing_server_at_the_same_address_is_left_alone(rig: Rig) -> No
     same = Server(name="s1", host="127.0.0.1", port=8001)
     change = await add_server(rig.runtime, BACKEND, same, FAST, clock=rig.clock)
     assert (change.action, change.status, change.changed) == ("unchanged", "UP", False)
-    assert rig.transport.sent == ["show servers state app", "show stat"]
+    assert rig.transport.sent == ["show servers state app", "show stat app -1 -1"]
 
 
 async def test_existing_server_at_another_address_conflicts(rig: Rig) -> None:

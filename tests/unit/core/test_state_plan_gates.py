@@ -225,3 +225,39 @@ async def test_load_state_reuses_the_spec_until_an_entry_changes() -> None:
         assert third.spec.app("shop").has_color("red")
     finally:
         await store.close()
+
+
+async def test_load_state_revision_and_removals_with_a_cached_spec() -> None:
+    """The revision is that of the newest spec, routing or pin entry; a removed app is seen
+    at once although the cached spec still holds it."""
+    from prism.desired import load_state
+    from prism.testing.memory_store import memory_store
+
+    store = await memory_store()
+    try:
+        other = make_spec().apps[0].model_copy(update={"name": "cart", "bind": "127.0.0.1:8081"})
+        await store.commit(
+            [Put("spec/apps/shop", dump(make_spec().apps[0])), Put("spec/apps/cart", dump(other))]
+        )
+        first = await load_state(store)
+        assert first.revision == 1
+        moved = await store.commit(
+            [Put(routing_key("shop"), dump(Routing.only("green", {"blue": 100})))]
+        )
+        second = await load_state(store)
+        assert (second.revision, second.spec) == (moved, first.spec)
+        await store.commit([Delete("spec/apps/cart")])
+        third = await load_state(store)
+        assert [a.name for a in third.spec.apps] == ["shop"]
+        assert third.routing["shop"].active == "green"
+    finally:
+        await store.close()
+
+
+def test_decode_state_with_a_cached_spec_drops_routing_of_unknown_colors() -> None:
+    """Reusing a spec skips its validation, not the check of routing against it."""
+    spec = make_spec()
+    stale = Entry(routing_key("shop"), dump(Routing.only("red")), 3, 3)
+    state = decode_state([], [], [stale], 3, spec=spec)
+    assert state.routing == {}
+    assert state.routing_for(spec.app("shop")).active == "blue"

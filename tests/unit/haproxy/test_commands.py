@@ -37,6 +37,7 @@ HOSTILE = [
     [
         (cmd.show_info(), "show info"),
         (cmd.show_stat(), "show stat"),
+        (cmd.show_stat("shop.blue"), "show stat shop.blue -1 -1"),
         (cmd.show_servers_state(), "show servers state"),
         (cmd.show_servers_state("shop.blue"), "show servers state shop.blue"),
         (cmd.show_servers_conn(), "show servers conn"),

@@ -43,6 +43,24 @@ async def test_execute_sends_the_exact_text_and_returns_the_reply() -> None:
     ]
 
 
+async def test_show_stat_of_some_proxies_sends_one_filtered_command_each() -> None:
+    """Named proxies are read one by one; a proxy HAProxy lacks adds no rows."""
+    transport = FakeTransport(
+        {"show stat shop.blue -1 -1": STAT, "show stat shop.green -1 -1": "No such proxy.\n\n"}
+    )
+    rows = await RuntimeClient(transport).show_stat("shop.blue", "shop.green", "shop.blue")
+    assert transport.sent == ["show stat shop.blue -1 -1", "show stat shop.green -1 -1"]
+    assert [(r.proxy, r.server) for r in rows] == [("shop.blue", "s1"), ("shop.blue", "BACKEND")]
+
+
+async def test_show_stat_of_a_hostile_proxy_name_sends_nothing() -> None:
+    """The proxy name is an argument like any other: checked before anything is sent."""
+    transport = FakeTransport({})
+    with pytest.raises(UnsafeArgument):
+        await RuntimeClient(transport).show_stat("shop.blue;shutdown sessions")
+    assert transport.sent == []
+
+
 async def test_read_outs_parse_their_replies() -> None:
     """show info, servers state, servers conn and map go through their parsers."""
     transport = FakeTransport(

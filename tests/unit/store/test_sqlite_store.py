@@ -158,6 +158,20 @@ async def test_list_matches_prefix_literally_and_sorts(store: SqliteStore) -> No
     assert await store.list("/q") == []
 
 
+async def test_stamp_changes_with_every_commit_under_its_prefix(store: SqliteStore) -> None:
+    """stamp() is (entries, newest mod revision): puts and deletes under the prefix move it,
+    commits elsewhere do not."""
+    assert await store.stamp("/apps/") == (0, 0)
+    await store.commit([Put("/apps/b", "1"), Put("/apps/a", "2")])
+    assert await store.stamp("/apps/") == (2, 1)
+    await store.commit([Put("/other", "3")])
+    assert await store.stamp("/apps/") == (2, 1)
+    swapped = await store.commit([Delete("/apps/a"), Put("/apps/c", "4")])
+    assert await store.stamp("/apps/") == (2, swapped)
+    await store.commit([Delete("/apps/b")])
+    assert await store.stamp("/apps/") == (1, swapped)
+
+
 async def test_audit_is_newest_first_and_filters_by_app() -> None:
     """audit() lists newest first, honours limit, and can keep only one app's records."""
     clock = FakeClock()
@@ -371,6 +385,26 @@ async def test_schema_version_is_recorded_and_newer_files_refused(tmp_path: Path
     conn.close()
     with pytest.raises(StoreError, match="schema version 99"):
         await SqliteStore.open(path)
+
+
+async def test_a_version_one_file_is_migrated_and_keeps_its_entries(tmp_path: Path) -> None:
+    """A store written before the revisions index exists gets it, and loses nothing."""
+    path = tmp_path / "prism.db"
+    async with await SqliteStore.open(path) as store:
+        await store.commit([Put("/apps/a", "1"), Put("/apps/b", "2")])
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP INDEX kv_revisions")
+        conn.execute("UPDATE schema_version SET version = 1")
+    conn.close()
+    async with await SqliteStore.open(path) as store:
+        assert await store.stamp("/apps/") == (2, 1)
+        assert [e.value for e in await store.list("/apps/")] == ["1", "2"]
+    with sqlite3.connect(path) as conn:
+        names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        version = conn.execute("SELECT version FROM schema_version").fetchone()[0]
+    conn.close()
+    assert "kv_revisions" in names
+    assert version == 2
 
 
 async def test_unusable_paths_raise_store_error_with_hint(tmp_path: Path) -> None:
