@@ -431,10 +431,13 @@ def _listener_frontend(
     acls = [f"host_{check_word(app.name, 'app')}" for app in apps]
     for app, acl in zip(apps, acls, strict=True):
         # Host may carry a port ("shop.example.com:8080") and any case.
-        lines.append(
-            f"    acl {acl} req.hdr(host),field(1,:),lower -m str {check_word(app.host, 'host')}"
-        )
-    unmatched = f" if {' '.join(f'!{acl}' for acl in acls)}" if acls else ""
+        host = f"req.hdr(host),field(1,:),lower -m str {check_word(app.host, 'host')}"
+        lines.append(f"    acl {acl} {host}")
+        # Lines declaring the same ACL are ORed: one line per app keeps every line
+        # short (HAProxy reads at most 64 words of a line; naming every app's ACL
+        # in the 404 rule broke a listener of about 60 apps).
+        lines.append(f"    acl prism_known_host {host}")
+    unmatched = " if !prism_known_host" if acls else ""
     not_found = (
         "    http-request return status 404 content-type text/plain"
         f' string "no app on this listener for this Host\\n"{unmatched}'

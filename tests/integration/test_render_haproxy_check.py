@@ -81,6 +81,22 @@ def extra_states() -> dict[str, dict[str, Any]]:
     many = [f"127.0.0.1:{9000 + n}" for n in range(40)]
     return {
         "idle_listener": {"spec": {"listeners": [{"name": "idle", "bind": "127.0.0.1:8001"}]}},
+        # HAProxy reads at most 64 words per line: no rule may name every app's ACL
+        "crowded_listener": {
+            "spec": {
+                "listeners": [{"name": "crowd", "bind": "127.0.0.1:8002"}],
+                "apps": [
+                    {
+                        "name": f"app{n:03d}",
+                        "listener": "crowd",
+                        "host": f"app{n:03d}.test",
+                        "stable": "blue",
+                        "colors": [{"name": "blue", "servers": ["127.0.0.1:9000"]}],
+                    }
+                    for n in range(120)
+                ],
+            }
+        },
         "empty": {},
         "mixed": {
             "spec": {

@@ -276,7 +276,26 @@ def test_unmatched_host_gets_404() -> None:
     """On a shared listener a request matching no app's host gets a 404 reply."""
     lines = frontend(render(load_state("shared_listener"), PATHS, SETTINGS).config, "listener_web")
     (rule,) = [line for line in lines if "return status 404" in line]
-    assert rule.endswith(" if !host_api !host_shop")
+    assert rule.endswith(" if !prism_known_host")
+    known = [line.split(" -m str ")[1] for line in lines if "acl prism_known_host " in line]
+    assert known == ["api.example.com", "shop.example.com"]
+
+
+def test_no_line_names_every_app_of_a_crowded_listener() -> None:
+    """HAProxy reads at most 64 words of a line: 200 apps on one listener stay under it."""
+    apps = [
+        {
+            "name": f"app{n:03d}",
+            "listener": "crowd",
+            "host": f"app{n:03d}.test",
+            "stable": "blue",
+            "colors": [{"name": "blue", "servers": ["127.0.0.1:9000"]}],
+        }
+        for n in range(200)
+    ]
+    spec = {"listeners": [{"name": "crowd", "bind": "127.0.0.1:8002"}], "apps": apps}
+    config = render(parse_model(DesiredState, {"spec": spec}), PATHS, SETTINGS).config
+    assert max(len(line.split()) for line in config.splitlines()) < 64
 
 
 def test_listener_without_apps_answers_404_to_all() -> None:
