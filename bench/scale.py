@@ -237,7 +237,13 @@ def _measure(
     try:
         prism.api("PUT", "/config", {"spec": spec, "reason": f"bench {size} apps"})
     except ApiError as exc:
-        match = re.search(r"Cannot raise FD limit to \d+, limit is \d+", exc.text)
+        # Prism refuses what HAProxy's file-descriptor limit cannot hold (422, before
+        # HAProxy is touched); older builds let HAProxy refuse the reload.
+        match = re.search(
+            r"this configuration needs [\d,]+ file descriptors.*?but the limit is [\d,]+"
+            r"|Cannot raise FD limit to \d+, limit is \d+",
+            exc.text,
+        )
         if match is None:
             raise
         row["refused"] = match.group(0)
@@ -316,9 +322,9 @@ def _report(moves: int, repeats: int, rows: dict[tuple[int, int], dict[str, Any]
         for key, r in measured.items()
     ]
     refusals = "".join(
-        f"\n- **{_label(key)}**: Prism's `PUT /config` was refused after "
-        f'{r["grow"] / 1000:.1f} s: HAProxy said "{r["refused"]}". Every server with a '
-        "health check holds a file descriptor, on top of 2 per connection; this machine's "
+        f"\n- **{_label(key)}**: Prism's `PUT /config` was refused (in "
+        f'{r["grow"] / 1000:.1f} s, before HAProxy was touched): "{r["refused"]}". Every '
+        "server holds a file descriptor in HAProxy, on top of 2 per connection; this machine's "
         f"hard limit is {hard:,} and cannot be raised here, so the size below it was run "
         "instead.\n"
         for key, r in rows.items()

@@ -87,10 +87,25 @@ def _wait_http(url: str, deadline: float, proc: ManagedProcess) -> None:
 
 
 @contextlib.contextmanager
-def run_server(state_dir: Path, *extra: str) -> Iterator[Server]:
-    """Start ``prism serve`` on free ports; stop it and its HAProxy by PID on exit."""
+def run_server(state_dir: Path, *extra: str, nofile: int | None = None) -> Iterator[Server]:
+    """Start ``prism serve`` on free ports; stop it and its HAProxy by PID on exit.
+
+    ``nofile`` sets its open-files limit (soft and hard) before it starts: the
+    wrapper execs Prism in place, so the PID stays the one stopped at the end.
+    """
     port, admin_port = free_port(), free_port()
+    limit: list[str] = []
+    if nofile is not None:
+        limit = [
+            sys.executable,
+            "-c",
+            "import os, resource, sys; n = int(sys.argv[1]);"
+            " resource.setrlimit(resource.RLIMIT_NOFILE, (n, n));"
+            " os.execv(sys.argv[2], sys.argv[2:])",
+            str(nofile),
+        ]
     cmd = [
+        *limit,
         sys.executable,
         "-m",
         "prism",
@@ -104,7 +119,7 @@ def run_server(state_dir: Path, *extra: str) -> Iterator[Server]:
         "--stop-haproxy",
         *extra,
     ]
-    process = ManagedProcess(cmd)
+    process = ManagedProcess(cmd, name="prism")
     server: Server | None = None
     try:
         url = f"http://127.0.0.1:{port}"

@@ -68,6 +68,7 @@ __all__ = [
     "RenderedFiles",
     "config_without_servers",
     "derive_maxconn",
+    "fd_demand",
     "maintenance_file",
     "map_entries",
     "pin_entries",
@@ -93,6 +94,20 @@ _FD_PER_CONN = 2
 _FD_RESERVE_MIN = 256
 _MAXCONN_MIN = 100
 _MAXCONN_MAX = 1_000_000
+
+
+#: file descriptors HAProxy 2.8 wants besides connections, servers and listeners
+#: (pollers, thread pipes, the stats and master sockets, the admin listener): it
+#: asked for 2 x maxconn + servers + listeners + 53 with 100 apps here; rounded up.
+_FD_OWN = 64
+
+
+def fd_demand(spec: Spec, maxconn: int) -> int:
+    """The file-descriptor limit HAProxy will ask for with ``spec``: two per connection,
+    one per server (its checks and connections) and per listener, and its own."""
+    servers = sum(len(color.servers) for app in spec.apps for color in app.colors)
+    binds = len(spec.listeners) + sum(1 for app in spec.apps if app.bind is not None)
+    return _FD_PER_CONN * maxconn + servers + binds + _FD_OWN
 
 
 def derive_maxconn(nofile_soft_limit: int) -> int:

@@ -41,7 +41,7 @@ from prism.model import (
     split_hostport,
 )
 from prism.paths import StatePaths, default_state_dir
-from prism.render import RenderSettings, derive_maxconn
+from prism.render import RenderSettings, derive_maxconn, fd_demand
 from prism.routing import layout_ranges
 from prism.state import APPS, diff_spec, dump, pin_key, routing_key, spec_ops
 from prism.store.sqlite import SqliteStore
@@ -337,6 +337,7 @@ class Prism:
         if change.empty:
             return {"revision": old.revision, "changes": change.as_dict(), "mode": "none"}
         self._check_ports_free(old.spec, spec)
+        self._check_fd_budget(spec)
         ops = spec_ops(old, spec)
         kept = {k: v for k, v in old.routing.items() if routing_key(k) not in _deleted(ops)}
         await self.applier.preflight(DesiredState(spec=spec, routing=_valid(spec, kept)))
@@ -506,6 +507,13 @@ class Prism:
         new_app = App.model_validate(
             {**app.model_dump(), "colors": [c.model_dump() for c in colors]}
         )
+        self._check_fd_budget(
+            state.spec.model_copy(
+                update={
+                    "apps": tuple(new_app if a.name == app.name else a for a in state.spec.apps)
+                }
+            )
+        )
         key = f"{APPS}{app.name}"
         entry = await self.store.get(key)
         assert entry is not None
@@ -522,6 +530,21 @@ class Prism:
         )
         done = await _apply_or_revert(self, [Put(key, entry.value)], actor, action, app.name)
         return {"app": app.name, "color": color.name, **detail, **done}
+
+    def _check_fd_budget(self, spec: Spec) -> None:
+        """HAProxy refuses to start (or reload) with more servers and listeners than its
+        file-descriptor limit holds, after ``haproxy -c`` has passed: refuse first."""
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        need = fd_demand(spec, self.settings.maxconn)
+        if hard != resource.RLIM_INFINITY and need > hard:
+            raise InvalidInput(
+                f"this configuration needs {need:,} file descriptors in HAProxy "
+                f"(2 x maxconn {self.settings.maxconn:,} + one per server and listener), "
+                f"but the limit is {hard:,}",
+                hint="raise the open-files limit (ulimit -n) Prism starts with, "
+                "or declare fewer servers; nothing was changed",
+                detail={"needed": need, "limit": hard, "maxconn": self.settings.maxconn},
+            )
 
     def _check_ports_free(self, old: Spec, new: Spec) -> None:
         """A new bind on a port some other process holds would only fail at reload: refuse now."""

@@ -313,6 +313,39 @@ def test_config_haproxy_rejects_changes_nothing(server: Server, shop: dict[str, 
     assert httpx.get(f"http://127.0.0.1:{port}/").json()["color"] == "blue"
 
 
+def test_more_servers_than_file_descriptors_are_refused_before_haproxy(
+    tmp_path: Path, color_backends: dict[str, Backend]
+) -> None:
+    """With 2,048 open files (maxconn 896), HAProxy needs 2 x 896 + 65 + one per server:
+    191 servers fit, 200 do not. The spec, and a server add past the limit, are refused
+    with the count before HAProxy could refuse to reload, and nothing changes."""
+    from tests.conftest import run_server
+
+    base = shop_spec(free_port(), color_backends)
+
+    def with_servers(red: int, green: int = 0) -> dict[str, Any]:
+        spec = json.loads(json.dumps(base))
+        spec["apps"][0]["colors"][2]["servers"] = [f"127.0.0.1:{9 + n}" for n in range(red)]
+        if green:
+            extra = [f"127.0.0.1:{300 + n}" for n in range(green)]
+            spec["apps"][0]["colors"][1]["servers"] = extra
+        return spec
+
+    with run_server(tmp_path / "state", nofile=2048) as small:
+        fits = small.api("PUT", "/config", {"spec": with_servers(150, green=40)})
+        assert fits.status_code == 200, fits.text  # 191 servers: exactly at the limit
+        revision = small.api("GET", "/config").json()["revision"]
+        before = snapshot(small)
+        reply = small.api("PUT", "/config", {"spec": with_servers(200)})
+        assert reply.status_code == 422, reply.text
+        assert "file descriptors" in reply.json()["detail"]
+        assert reply.json()["limit"] == 2048
+        added = small.api("POST", "/apps/shop/colors/red/servers", {"address": "127.0.0.1:999"})
+        assert added.status_code == 422, added.text
+        assert small.api("GET", "/config").json()["revision"] == revision
+        assert snapshot(small) == before
+
+
 def test_bind_on_a_busy_port_is_refused(server: Server, shop: dict[str, Any]) -> None:
     """A new listener on a port another process holds is refused before anything changes."""
     import socket
