@@ -68,70 +68,60 @@ absolute throughput is low; compare the ratios, which are measured in one run.
 NOTES = """\
 ## Profiling notes
 
-Profiles taken with `py-spy record` (add `--idle` to see time spent waiting)
-on `prism serve` while these benchmarks ran; the notes describe the code as of
-the commit named under *Machine*.
-
-**Fixed** (in `src/prism/apply.py`), found by the scale benchmark:
+Profiles taken with `py-spy record --idle` on `prism serve` during 30 weight
+moves at 1,000 apps (3 colors x 5 servers); the notes describe the code as of
+the commit named under *Machine*. A weight move touches one app, so anything
+it does per app of the whole configuration is a bug. Found and fixed, in the
+order the profiles showed them:
 
 1. Every apply read every app's weights map from HAProxy before planning and
-   again to verify — two Runtime API commands per app for a one-app weight
-   move. Now a new revision reads and verifies only the maps whose desired
-   text differs from what HAProxy was last read back to hold; re-applying the
-   same revision (the reconciler, every 5 s) still reads every map, so edits
-   made behind Prism's back are still found.
-2. Every reload rewrote every map and page file — each with two fsyncs, once
-   in `staging/` and once live: at 1,000 apps `py-spy --idle` put 57% of a
-   reload's wall time in `write_atomic`. Files that already hold their text
-   are now left alone.
-3. A reload ran `haproxy -c` three times (the API's preflight, the applier's,
-   the supervisor's); the applier now skips its own when the same desired
-   state was just checked (the supervisor still checks the live files).
-4. The servers-only config comparison ran even when the config had not changed.
+   again to verify: two Runtime API commands per app. An apply now reads and
+   verifies only the maps whose desired text differs from what HAProxy was
+   last read back to hold (`src/prism/apply.py`).
+2. Every reload rewrote every map and page file, each with two fsyncs (57% of
+   a 1,000-app reload); files that already hold their text are left alone.
+3. A reload ran `haproxy -c` three times; the applier skips its own when the
+   same desired state was just checked.
+4. Re-validating all 1,000 apps with pydantic on every read of desired state:
+   the decoded spec is reused while the store's *stamp* of `spec/` (entry
+   count, newest revision; one query over a covering index) is unchanged, so
+   a read no longer even fetches the app entries (`src/prism/desired.py`).
+5. The health gate parsed the whole `show stat` (15,000 server rows) to judge
+   one color: it now asks `show stat <backend> -1 -1` for the backends it
+   judges (0.27 ms against 14.6 ms for 1,650 rows, measured here).
+6. Rendering the whole config, and every app's maps, for a one-app move (85%
+   of a move's samples after 1-5): the config does not depend on routing, so
+   a memo reuses it while the spec object is the same, and each app's files
+   while its routing and pins are unchanged (`RenderMemo` in `src/prism/render.py`).
+7. Reading the multi-megabyte live config from disk on every apply: reused
+   while its inode, size and mtime are unchanged.
+8. The reconciler read every map every 5 s while holding the apply lock, so a
+   move arriving then waited about a second (the p99). It now reads without
+   the lock and forgets only the maps it found changed; the apply after it
+   repairs exactly those. An integration test edits a map by hand and sees it
+   restored.
 
-The same scale benchmark before the fix, on this machine: weight move p50
-40 / 402 / 3,583 ms at 10 / 100 / 1,000 apps (1,000 x 3 x 5 servers), reload
-through `PUT /config` 183 / 1,232 / 14,999 ms, growing to 1,000 apps 13.8 s.
-Compare with section 5.
+Together, at 1,000 apps, a weight move went from 1.5 s to about 20 ms p50 in
+the profiling runs (10 apps: 13 ms). What still grows is small: the memo and the
+planner still walk every app's map text once per move.
 
-**Not fixed** (in modules this change did not touch), with the evidence:
+Two product bugs the benchmarks ran into, both fixed:
 
-5. A weight move is still O(apps): at 1,000 apps, after the fix, 35% of its
-   samples parse the whole `show stat` (15,000 server rows into dicts) for the
-   health gate of one color — `show stat <backend> 4 -1` returns only that
-   backend's servers (0.27 ms against 14.6 ms for 1,650 rows, measured here);
-   re-validating all 1,000 apps with pydantic in `load_state`, several times
-   per move, was a further ~30% and is now gone (the decoded spec is reused
-   while its entries' mod revisions are unchanged, `src/prism/desired.py`); 15%
-   render the whole config although a weight move changes one map file and
-   the config does not depend on routing (it could be cached by spec).
-6. With 8 concurrent clients at 1,000 apps Prism sometimes answers 502 "HAProxy
-   did not answer on admin.sock within 5 s" (section 6), though HAProxy answers
-   in milliseconds: the CPU-bound parsing and rendering of concurrent requests
-   runs on the event loop and starves the pending socket reads. Point 5 would
-   remove most of it; the rest could run in a worker thread.
-7. The reconciler reads every map every 5 s: two commands per app, about a
-   second of event-loop time per round at 1,000 apps (12% of the samples of a
-   weight move), competing with API calls.
-8. Two bugs the benchmarks ran into:
-   - a shared listener with more than about 58 apps renders its "no app for
-     this Host" rule as one line naming every app's ACL; HAProxy stops at 64
-     words ("too many words, truncating after word 64") and `haproxy -c`
-     refuses the config. One ACL name repeated on one line per app (lines
-     with the same name are ORed) would keep the rule short. The scale
-     benchmark gives every app its own listener because of this.
-   - `derive_maxconn` ignores servers and listeners, but HAProxy reserves a
-     file descriptor for each health-checked server and each listener on top
-     of 2 per connection: with the default 20,000-fd limit, Prism's `maxconn
-     9000` leaves room for about 1,900 servers, and a 100-app x 30-server
-     config passes the preflight (`haproxy -c` does not check limits) and is
-     then refused at reload ("Cannot raise FD limit to 21154, limit is
-     20000"). The benchmarks run `prism serve` with `ulimit -Sn 4096`.
-9. The CLI: with the probes running, `prism release` took 1.66 s p50 to the
-   first new-color response when it imported the whole service stack;
-   commit 1f0c0f7 made the CLI's imports lazy (0.2 s for `prism --help`), but
-   `prism release` still imports `prism.model` (pydantic, ~0.22 s of import)
-   and stays well behind the standard-library manual script (section 1).
+- A shared listener with more than about 58 apps rendered its "no app for this
+  Host" rule as one line naming every app's ACL; HAProxy reads 64 words of a
+  line ("too many words, truncating after word 64") and `haproxy -c` refused
+  the config. Each app now adds its host to one `prism_known_host` ACL on its
+  own line (lines declaring the same ACL are ORed); a 120-app listener passes
+  `haproxy -c` in the tests.
+- HAProxy reserves a file descriptor for every server and listener on top of 2
+  per connection, and refuses to start or reload when its limit cannot hold
+  them, after `haproxy -c` has passed. Prism now refuses such a spec or server
+  add itself, with the count and the limit, before HAProxy is touched (section 5
+  shows the refusal of 1,000 x 3 x 10 servers at this machine's hard limit).
+
+Not fixed: the CLI still imports `prism.model` (pydantic, ~0.22 s of import),
+so `prism release` stays behind the standard-library manual script in
+section 1.
 """
 
 
