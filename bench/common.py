@@ -258,8 +258,19 @@ def temp_dir(root: Path, prefix: str) -> Iterator[Path]:
 
 
 def master_command(sock: Path | str, command: str, timeout: float = 120.0) -> str:
-    """A master CLI command (``reload`` answers once the new worker is up)."""
-    return admin_command(sock, command, timeout)
+    """A master CLI command (``reload`` answers once the new worker is up).
+
+    The master re-executes itself on a reload and listens again only when it is
+    back, so a command sent right after one may be refused: retry for 10 s.
+    """
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            return admin_command(sock, command, timeout)
+        except (ConnectionRefusedError, FileNotFoundError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 @dataclass
