@@ -166,10 +166,7 @@ class Applier:
             self._held.clear()
             self._held_master = self.supervisor.pid
         unsure = [name for name, text in files.maps.items() if self._held.get(name) != text]
-        live_maps: dict[str, list[tuple[str, str]] | tuple[tuple[str, str], ...]] = {}
-        live_maps.update(await self._runtime_maps(unsure))
-        for name in files.maps.keys() - set(unsure):
-            live_maps[name] = parse_map_text(self._held[name])
+        live_maps = await self._runtime_maps(unsure)
         live_config = self._live_config()
         # Only a config that differs needs the (costly, at 1,000 apps) servers-only test.
         servers_only = (
@@ -178,7 +175,10 @@ class Applier:
             and _without_servers(live_config) == _without_servers(files.config)
             and all(read_text(self.paths.root / n) == t for n, t in files.files.items())
         )
-        the_plan = plan(live_config, live_maps, files.config, files.maps, servers_only=servers_only)
+        # A map HAProxy was read back to hold as it is desired needs no change: only
+        # the others are planned (a one-app move plans one map, not one per app).
+        changing = {name: files.maps[name] for name in unsure}
+        the_plan = plan(live_config, live_maps, files.config, changing, servers_only=servers_only)
         if the_plan.reload or not self.supervisor.running:
             await self._reload(state, files)
             await self._verify(files, files.maps)

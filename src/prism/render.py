@@ -327,24 +327,39 @@ class RenderMemo:
         self._config = ""
         # app name -> (app, stored routing, stored pins, maps, files)
         self._apps: dict[str, tuple[App, object, object, dict[str, str], dict[str, str]]] = {}
+        # every app's files together, patched per app as apps change
+        self._maps: dict[str, str] = {}
+        self._files: dict[str, str] = {}
 
     def render(self, state: DesiredState) -> RenderedFiles:
         if state.spec is not self._spec:
             self._config = render_config(state.spec, self.paths, self.settings)
             self._spec = state.spec
-        maps: dict[str, str] = {}
-        files: dict[str, str] = {}
-        kept: dict[str, tuple[App, object, object, dict[str, str], dict[str, str]]] = {}
+        gone = set(self._apps) - {app.name for app in state.spec.apps}
+        for name in gone:
+            self._forget(name)
         for app in state.spec.apps:
             routing, pins = state.routing.get(app.name), state.pins.get(app.name)
             held = self._apps.get(app.name)
             if held is None or held[0] is not app or held[1] != routing or held[2] != pins:
-                held = (app, routing, pins, *render_app_files(state, app, self.paths))
-            kept[app.name] = held
-            maps.update(held[3])
-            files.update(held[4])
-        self._apps = kept
-        return _files(self._config, maps, files)
+                self._forget(app.name)
+                maps, files = render_app_files(state, app, self.paths)
+                self._apps[app.name] = (app, routing, pins, maps, files)
+                self._maps.update(maps)
+                self._files.update(files)
+        return RenderedFiles(
+            config=self._config,
+            maps=MappingProxyType(dict(self._maps)),
+            files=MappingProxyType(dict(self._files)),
+        )
+
+    def _forget(self, app: str) -> None:
+        held = self._apps.pop(app, None)
+        if held is not None:
+            for name in held[3]:
+                del self._maps[name]
+            for name in held[4]:
+                del self._files[name]
 
 
 def config_without_servers(state: DesiredState, paths: StatePaths, settings: RenderSettings) -> str:

@@ -153,14 +153,17 @@ def test_memo_renders_what_render_does_through_a_sequence_of_changes() -> None:
         a.model_copy(update={"retries": 7}) if a.name == "web" else a for a in base.spec.apps
     )
     respecced = unpinned.model_copy(update={"spec": base.spec.model_copy(update={"apps": apps})})
+    only_api = tuple(a for a in base.spec.apps if a.name == "api")
+    shrunk = base.model_copy(update={"spec": base.spec.model_copy(update={"apps": only_api})})
     configs = []
-    for state in [base, moved, pinned, unpinned, respecced, base]:
+    for state in [base, moved, pinned, unpinned, respecced, shrunk, base]:
         files = memo.render(state)
         assert files == render(state, PATHS, SETTINGS)
         configs.append(files.config)
     assert configs[1] is configs[0]
     assert configs[3] is configs[0]
     assert configs[4] != configs[0]
+    assert not any(name.startswith("web.") for name in memo.render(shrunk).maps)
     assert render(moved, PATHS, SETTINGS).maps != render(base, PATHS, SETTINGS).maps
 
 
