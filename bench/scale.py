@@ -350,9 +350,9 @@ def _report(moves: int, repeats: int, rows: dict[tuple[int, int], dict[str, Any]
         f"`prism serve` runs with `ulimit -Sn {NOFILE}`: Prism derives HAProxy's `maxconn` "
         f"from it ({derive_maxconn(NOFILE):,}). With this machine's default "
         f"({default:,}), Prism sets `maxconn {derive_maxconn(default):,}`, which leaves "
-        f"room for only ~{max(0, default - 2 * derive_maxconn(default) - 60):,} "
-        "health-checked servers and listeners: HAProxy refuses any bigger config for lack "
-        "of file descriptors (the 100-app one has 3,000 servers).\n\n"
+        f"room for only ~{max(0, default - 2 * derive_maxconn(default) - 64):,} "
+        "servers and listeners: Prism refuses any bigger config, because HAProxy could not "
+        "get the file descriptors (the 100-app one has 3,000 servers).\n\n"
         + table(
             [
                 "size",
