@@ -273,6 +273,19 @@ def master_command(sock: Path | str, command: str, timeout: float = 120.0) -> st
             time.sleep(0.05)
 
 
+def wait_old_workers_gone(sock: Path | str, timeout: float = 90.0) -> float:
+    """Wait until ``show proc`` on the master lists no old worker (one that a reload
+    replaced, still closing); returns the seconds waited. At 15,000 servers an old
+    worker takes seconds to let go, and measuring meanwhile measures its CPU."""
+    began = time.monotonic()
+    while True:
+        text = master_command(sock, "show proc")
+        old = text.split("# old workers", 1)[1].split("#", 1)[0] if "# old workers" in text else ""
+        if not old.strip() or time.monotonic() - began > timeout:
+            return time.monotonic() - began
+        time.sleep(0.2)
+
+
 @dataclass
 class HAProxy:
     """A hand-written HAProxy in master-worker mode, started by a benchmark."""
