@@ -121,6 +121,12 @@ Two product bugs the benchmarks ran into, both fixed:
   add itself, with the count and the limit, before HAProxy is touched (section 5
   shows the refusal of 1,000 x 3 x 10 servers at this machine's hard limit).
 
+Not found yet: in full runs, one of the 20 weight moves at 1,000 apps took
+about 3.6 s (the p99 in section 5), in both full runs made after these
+fixes, while a `python -m bench --only scale` run had p99 21.7 ms. Suspects:
+a SQLite WAL checkpoint after the multi-megabyte spec writes of the grow, or a
+full garbage collection of the 1,000-app heap.
+
 Not fixed: the CLI still imports `prism.model` (pydantic, ~0.22 s of import),
 so `prism release` stays behind the standard-library manual script in
 section 1.
