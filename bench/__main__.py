@@ -123,9 +123,11 @@ Two product bugs the benchmarks ran into, both fixed:
 
 Not found yet: in full runs, one of the 20 weight moves at 1,000 apps took
 about 3.6 s (the p99 in section 5), in both full runs made after these
-fixes, while a `python -m bench --only scale` run had p99 21.7 ms. Suspects:
-a SQLite WAL checkpoint after the multi-megabyte spec writes of the grow, or a
-full garbage collection of the 1,000-app heap.
+fixes, while a `python -m bench --only scale` run had p99 21.7 ms, and a run
+of `--only storm overhead split scale` had its slowest 1,000-app move at 26
+ms. It follows the 7-minute cutover section only; suspects are the machine
+(page reclaim after that section) or a SQLite WAL checkpoint after the
+multi-megabyte spec writes of the grow.
 
 Not fixed: the CLI still imports `prism.model` (pydantic, ~0.22 s of import),
 so `prism release` stays behind the standard-library manual script in
