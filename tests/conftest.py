@@ -159,6 +159,23 @@ def color_backends() -> Iterator[dict[str, Backend]]:
         yield {b.color: b for b in running}
 
 
+def crowded_listener_spec(apps: int) -> dict[str, Any]:
+    """``apps`` apps sharing one listener, told apart by Host."""
+    return {
+        "listeners": [{"name": "crowd", "bind": "127.0.0.1:8002"}],
+        "apps": [
+            {
+                "name": f"app{n:03d}",
+                "listener": "crowd",
+                "host": f"app{n:03d}.test",
+                "stable": "blue",
+                "colors": [{"name": "blue", "servers": ["127.0.0.1:9000"]}],
+            }
+            for n in range(apps)
+        ],
+    }
+
+
 def shop_spec(listen_port: int, servers: dict[str, Backend], **app: Any) -> dict[str, Any]:
     """A one-app spec whose colors are the given backends, with fast health checks."""
     base: dict[str, Any] = {

@@ -28,6 +28,7 @@ import pytest
 from prism.model import DesiredState, Routing, parse_model
 from prism.paths import StatePaths
 from prism.render import RenderedFiles, RenderSettings, render
+from tests.conftest import crowded_listener_spec
 
 pytestmark = pytest.mark.haproxy
 
@@ -82,21 +83,7 @@ def extra_states() -> dict[str, dict[str, Any]]:
     return {
         "idle_listener": {"spec": {"listeners": [{"name": "idle", "bind": "127.0.0.1:8001"}]}},
         # HAProxy reads at most 64 words per line: no rule may name every app's ACL
-        "crowded_listener": {
-            "spec": {
-                "listeners": [{"name": "crowd", "bind": "127.0.0.1:8002"}],
-                "apps": [
-                    {
-                        "name": f"app{n:03d}",
-                        "listener": "crowd",
-                        "host": f"app{n:03d}.test",
-                        "stable": "blue",
-                        "colors": [{"name": "blue", "servers": ["127.0.0.1:9000"]}],
-                    }
-                    for n in range(120)
-                ],
-            }
-        },
+        "crowded_listener": {"spec": crowded_listener_spec(120)},
         "empty": {},
         "mixed": {
             "spec": {

@@ -45,6 +45,7 @@ from prism.render import (
     server_args,
 )
 from prism.routing import layout_ranges
+from tests.conftest import crowded_listener_spec
 
 GOLDEN = Path(__file__).parent / "golden"
 CASES = sorted(p.name for p in GOLDEN.iterdir() if (p / "state.json").is_file())
@@ -286,17 +287,7 @@ def test_unmatched_host_gets_404() -> None:
 
 def test_no_line_names_every_app_of_a_crowded_listener() -> None:
     """HAProxy reads at most 64 words of a line: 200 apps on one listener stay under it."""
-    apps = [
-        {
-            "name": f"app{n:03d}",
-            "listener": "crowd",
-            "host": f"app{n:03d}.test",
-            "stable": "blue",
-            "colors": [{"name": "blue", "servers": ["127.0.0.1:9000"]}],
-        }
-        for n in range(200)
-    ]
-    spec = {"listeners": [{"name": "crowd", "bind": "127.0.0.1:8002"}], "apps": apps}
+    spec = crowded_listener_spec(200)
     config = render(parse_model(DesiredState, {"spec": spec}), PATHS, SETTINGS).config
     assert max(len(line.split()) for line in config.splitlines()) < 64
 
