@@ -29,7 +29,7 @@ import httpx
 
 from bench.manual_bluegreen import admin_command, csv_rows
 from prism.haproxy.binary import find_haproxy
-from prism.testing.processes import ManagedProcess, free_port
+from prism.testing.processes import ManagedProcess, free_port, with_open_files_limit
 
 __all__ = [
     "BenchContext",
@@ -193,21 +193,15 @@ def _dpkg_version(package: str) -> str:
 
 def _git_describe() -> str:
     root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10, check=False
+        ).stdout.strip()
+
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        head = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        ).stdout.strip()
+        head = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
         if head:
             return f"git {head}" + (" + uncommitted changes" if dirty else "")
     return "unknown"
@@ -342,20 +336,26 @@ def haproxy_globals(root: Path, *, nbthread: int | None = None) -> str:
     )
 
 
+def haproxy_check(ctx: BenchContext, config: Path) -> None:
+    """``haproxy -c`` on ``config`` (run in its directory); raises with HAProxy's words."""
+    done = subprocess.run(
+        [str(ctx.haproxy), "-c", "-f", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=config.parent,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"haproxy -c refused {config}:\n{done.stdout[-2000:]}{done.stderr}")
+
+
 @contextlib.contextmanager
 def run_haproxy(ctx: BenchContext, root: Path, config: str) -> Iterator[HAProxy]:
     """Start ``haproxy -W -S`` on ``config`` in ``root``; stop it by PID on exit."""
     cfg = root / "haproxy.cfg"
     cfg.write_text(config)
-    check = subprocess.run(
-        [str(ctx.haproxy), "-c", "-f", str(cfg)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    if check.returncode != 0:
-        raise RuntimeError(f"hand-written config rejected:\n{check.stdout}{check.stderr}")
+    haproxy_check(ctx, cfg)
     process = ManagedProcess(
         [
             str(ctx.haproxy),
@@ -487,14 +487,6 @@ def prism_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "prism"]
 
 
-_SET_NOFILE = (
-    "import os, resource, sys; "
-    "resource.setrlimit(resource.RLIMIT_NOFILE, "
-    "(int(sys.argv[1]), resource.getrlimit(resource.RLIMIT_NOFILE)[1])); "
-    "os.execv(sys.argv[2], sys.argv[2:])"
-)
-
-
 @contextlib.contextmanager
 def run_prism(
     ctx: BenchContext, state_dir: Path, *, nofile: int | None = None
@@ -505,26 +497,22 @@ def run_prism(
     derives HAProxy's ``maxconn``; the process keeps its PID (exec).
     """
     port, admin_port = free_port(), free_port()
-    command = prism_command()
-    # python -c <set the limit, then exec argv[2] with argv[2:]> LIMIT <command...>
-    shim = [] if nofile is None else [sys.executable, "-c", _SET_NOFILE, str(nofile)]
-    process = ManagedProcess(
-        [
-            *shim,
-            *command,
-            "--state-dir",
-            str(state_dir),
-            "serve",
-            "--port",
-            str(port),
-            "--admin-port",
-            str(admin_port),
-            "--haproxy",
-            str(ctx.haproxy),
-            "--stop-haproxy",
-        ],
-        name="prism-serve",
-    )
+    command = [
+        *prism_command(),
+        "--state-dir",
+        str(state_dir),
+        "serve",
+        "--port",
+        str(port),
+        "--admin-port",
+        str(admin_port),
+        "--haproxy",
+        str(ctx.haproxy),
+        "--stop-haproxy",
+    ]
+    if nofile is not None:
+        command = with_open_files_limit(command, nofile)
+    process = ManagedProcess(command, name="prism-serve")
     haproxy_pid: int | None = None
     http: httpx.Client | None = None
     try:

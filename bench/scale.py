@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import re
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from bench.common import (
     Section,
     admin_command,
     free_port,
+    haproxy_check,
     master_command,
     median,
     pct,
@@ -153,16 +153,7 @@ def render_in_process(spec: dict[str, Any], root: Path) -> tuple[float, float, P
 
 def check_ms(ctx: BenchContext, config: Path) -> float:
     began = time.perf_counter()
-    done = subprocess.run(
-        [str(ctx.haproxy), "-c", "-f", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        cwd=config.parent,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"haproxy -c failed: {done.stdout[-2000:]}")
+    haproxy_check(ctx, config)
     return (time.perf_counter() - began) * 1000
 
 

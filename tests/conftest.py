@@ -21,7 +21,14 @@ from typing import Any
 import httpx
 import pytest
 
-from prism.testing.processes import Backend, BackendSpec, ManagedProcess, backends, free_port
+from prism.testing.processes import (
+    Backend,
+    BackendSpec,
+    ManagedProcess,
+    backends,
+    free_port,
+    with_open_files_limit,
+)
 
 
 @dataclass
@@ -94,18 +101,7 @@ def run_server(state_dir: Path, *extra: str, nofile: int | None = None) -> Itera
     wrapper execs Prism in place, so the PID stays the one stopped at the end.
     """
     port, admin_port = free_port(), free_port()
-    limit: list[str] = []
-    if nofile is not None:
-        limit = [
-            sys.executable,
-            "-c",
-            "import os, resource, sys; n = int(sys.argv[1]);"
-            " resource.setrlimit(resource.RLIMIT_NOFILE, (n, n));"
-            " os.execv(sys.argv[2], sys.argv[2:])",
-            str(nofile),
-        ]
     cmd = [
-        *limit,
         sys.executable,
         "-m",
         "prism",
@@ -119,6 +115,8 @@ def run_server(state_dir: Path, *extra: str, nofile: int | None = None) -> Itera
         "--stop-haproxy",
         *extra,
     ]
+    if nofile is not None:
+        cmd = with_open_files_limit(cmd, nofile, nofile)
     process = ManagedProcess(cmd, name="prism")
     server: Server | None = None
     try:

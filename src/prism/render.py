@@ -257,11 +257,11 @@ def render(
     config = render_config(state.spec, paths, settings, include_servers=include_servers)
     maps: dict[str, str] = {}
     files: dict[str, str] = {}
-    for app in state.spec.apps:
+    for app in sorted(state.spec.apps, key=lambda a: a.name):
         app_maps, app_files = render_app_files(state, app, paths)
         maps.update(app_maps)
         files.update(app_files)
-    return _files(config, maps, files)
+    return RenderedFiles(config=config, maps=MappingProxyType(maps), files=MappingProxyType(files))
 
 
 def render_config(
@@ -299,15 +299,6 @@ def render_app_files(
     if body is not None:
         files[maintenance_file(app.name)] = body
     return maps, files
-
-
-def _files(config: str, maps: dict[str, str], files: dict[str, str]) -> RenderedFiles:
-    ordered = dict(sorted(maps.items()))
-    return RenderedFiles(
-        config=config,
-        maps=MappingProxyType(ordered),
-        files=MappingProxyType(dict(sorted(files.items()))),
-    )
 
 
 class RenderMemo:

@@ -243,15 +243,11 @@ class Prism:
         """Per app: weights, buckets, servers with their exact health, pins, latest release."""
         state = await self.state()
         apps = [state.spec.app(app_name)] if app_name else list(state.spec.apps)
-        rows: list[Any] = []
-        if self.supervisor.running:
-            # one app: only its backends, not a row per server of the whole configuration
-            backends = [backend_name(a.name, c.name) for a in apps for c in a.colors]
-            rows = (
-                await self.runtime.show_stat(*backends)
-                if app_name
-                else await self.runtime.show_stat()
-            )
+        # one app: only its backends, not a row per server of the whole configuration
+        backends = (
+            [backend_name(a.name, c.name) for a in apps for c in a.colors] if app_name else []
+        )
+        rows = await self.runtime.show_stat(*backends) if self.supervisor.running else []
         return [await self._app_status(state, app, rows) for app in apps]
 
     async def _app_status(self, state: DesiredState, app: App, rows: list[Any]) -> dict[str, Any]:
@@ -507,13 +503,8 @@ class Prism:
         new_app = App.model_validate(
             {**app.model_dump(), "colors": [c.model_dump() for c in colors]}
         )
-        self._check_fd_budget(
-            state.spec.model_copy(
-                update={
-                    "apps": tuple(new_app if a.name == app.name else a for a in state.spec.apps)
-                }
-            )
-        )
+        apps = tuple(new_app if a.name == app.name else a for a in state.spec.apps)
+        self._check_fd_budget(state.spec.model_copy(update={"apps": apps}))
         key = f"{APPS}{app.name}"
         entry = await self.store.get(key)
         assert entry is not None

@@ -157,11 +157,12 @@ class RuntimeClient:
             return parse_show_stat(await self.execute(cmd.show_stat()))
         rows: list[StatRow] = []
         for proxy in dict.fromkeys(proxies):
-            command = cmd.show_stat(proxy)
-            reply = await self.transport.request(command.text)
-            if reply.strip("\n") == "No such proxy.":
-                continue
-            check_reply(command, reply)
+            try:
+                reply = await self.execute(cmd.show_stat(proxy))
+            except RuntimeAPIError as exc:
+                if exc.detail.get("reply") == "No such proxy.":
+                    continue
+                raise
             rows.extend(parse_show_stat(reply))
         return rows
 

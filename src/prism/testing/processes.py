@@ -33,11 +33,33 @@ __all__ = [
     "backends",
     "free_port",
     "start_backend",
+    "with_open_files_limit",
 ]
 
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT = 10.0  # seconds a backend gets to print its ready line
+
+
+# python -c <set the limit, then exec argv[3] with argv[3:]> SOFT HARD <command...>
+_SET_NOFILE = (
+    "import os, resource, sys; "
+    "soft, hard = int(sys.argv[1]), int(sys.argv[2]); "
+    "hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1] if hard < 0 else hard; "
+    "resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard)); "
+    "os.execv(sys.argv[3], sys.argv[3:])"
+)
+
+
+def with_open_files_limit(args: Sequence[str], soft: int, hard: int | None = None) -> list[str]:
+    """``args`` run with ``RLIMIT_NOFILE`` set to ``soft`` (and ``hard``, else kept).
+
+    A short Python shim sets the limit and execs ``args[0]`` in place, so the PID
+    a :class:`ManagedProcess` started is the command's own. ``args[0]`` must be
+    a path (``sys.executable``, a script), not a name to look up.
+    """
+    shim = [sys.executable, "-c", _SET_NOFILE, str(soft), str(-1 if hard is None else hard)]
+    return [*shim, *args]
 
 
 def free_port() -> int:
