@@ -129,7 +129,7 @@ ms. It follows the 7-minute cutover section only; suspects are the machine
 (page reclaim after that section) or a SQLite WAL checkpoint after the
 multi-megabyte spec writes of the grow.
 
-Not fixed: the CLI still imports `prism.model` (pydantic, ~0.22 s of import),
+Not fixed: the CLI still imports `prism.core.model` (pydantic, ~0.22 s of import),
 so `prism release` stays behind the standard-library manual script in
 section 1.
 """

@@ -314,7 +314,7 @@ class HAProxy:
 
 def haproxy_globals(root: Path, *, nbthread: int | None = None) -> str:
     """The global + defaults sections every hand-written config shares."""
-    from prism.render import RenderSettings, derive_maxconn
+    from prism.haproxy.render import RenderSettings, derive_maxconn
 
     defaults = RenderSettings(admin_port=1, maxconn=derive_maxconn(_nofile()), smoke_key="x" * 16)
     threads = f"    nbthread {nbthread}\n" if nbthread else ""

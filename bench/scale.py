@@ -128,9 +128,9 @@ def fleet_spec(
 
 def render_in_process(spec: dict[str, Any], root: Path) -> tuple[float, float, Path]:
     """Validate and render ``spec`` here; (validate ms, render ms, config path)."""
-    from prism.model import DesiredState, Spec, parse_model
-    from prism.paths import StatePaths
-    from prism.render import RenderSettings, render
+    from prism.core.model import DesiredState, Spec, parse_model
+    from prism.haproxy.render import RenderSettings, render
+    from prism.node.paths import StatePaths
 
     began = time.perf_counter()
     model = parse_model(Spec, spec, source="bench")
@@ -283,7 +283,7 @@ def _label(key: tuple[int, int]) -> str:
 def _report(moves: int, repeats: int, rows: dict[tuple[int, int], dict[str, Any]]) -> str:
     import resource
 
-    from prism.render import derive_maxconn
+    from prism.haproxy.render import derive_maxconn
 
     default, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     config_rows = [

@@ -249,7 +249,7 @@ def test_a_map_edited_behind_prisms_back_is_restored(
     import socket
     from pathlib import Path
 
-    from prism.paths import StatePaths
+    from prism.node.paths import StatePaths
     from tests.conftest import run_server
 
     assert isinstance(state_dir, Path)

@@ -16,11 +16,11 @@ import httpx
 import pytest
 
 from prism.clock import SystemClock
+from prism.core.model import HealthCheck, Server
 from prism.errors import GateFailed, UnsafeArgument
+from prism.haproxy.dynamic import LINGERING_REPLY, add_server, remove_server
 from prism.haproxy.parsers import StatRow, parse_show_stat
 from prism.haproxy.runtime import RuntimeClient, UnixSocketTransport
-from prism.model import HealthCheck, Server
-from prism.servers import LINGERING_REPLY, add_server, remove_server
 from prism.testing.load import LoadReport, run_load_in_thread
 from prism.testing.processes import Backend, BackendSpec, backends, free_port
 

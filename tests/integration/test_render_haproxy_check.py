@@ -25,9 +25,9 @@ from typing import Any
 
 import pytest
 
-from prism.model import DesiredState, Routing, parse_model
-from prism.paths import StatePaths
-from prism.render import RenderedFiles, RenderSettings, render
+from prism.core.model import DesiredState, Routing, parse_model
+from prism.haproxy.render import RenderedFiles, RenderSettings, render
+from prism.node.paths import StatePaths
 from tests.conftest import crowded_listener_spec
 
 pytestmark = pytest.mark.haproxy

@@ -17,7 +17,7 @@ from prism.errors import ConfigRejected, HAProxyError, HAProxyNotFound
 from prism.haproxy.binary import HAProxyBinary, find_haproxy
 from prism.haproxy.master import MasterClient, unix_exchange
 from prism.haproxy.supervisor import Supervisor
-from prism.paths import StatePaths
+from prism.node.paths import StatePaths
 
 pytestmark = pytest.mark.haproxy
 

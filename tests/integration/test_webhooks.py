@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 
 from prism import __version__
-from prism.rollout import Webhook
+from prism.release.plan import Webhook
+from prism.release.webhooks import Event, WebhookSender, confirm
 from prism.testing.processes import free_port
-from prism.webhooks import Event, WebhookSender, confirm
 
 
 class Receiver:

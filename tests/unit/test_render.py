@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from prism.errors import InvalidInput, NotFound
-from prism.model import (
+from prism.core.buckets import layout_ranges
+from prism.core.model import (
     App,
     Color,
     DesiredState,
@@ -29,8 +29,8 @@ from prism.model import (
     Stickiness,
     parse_model,
 )
-from prism.paths import StatePaths
-from prism.render import (
+from prism.errors import InvalidInput, NotFound
+from prism.haproxy.render import (
     RenderedFiles,
     RenderMemo,
     RenderSettings,
@@ -44,7 +44,7 @@ from prism.render import (
     render_map,
     server_args,
 )
-from prism.routing import layout_ranges
+from prism.node.paths import StatePaths
 from tests.conftest import crowded_listener_spec
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -1,5 +1,5 @@
 """The FastAPI application. Handlers are thin: they validate, call
-:class:`prism.service.Prism`, and return JSON. Errors map in :mod:`problems`.
+:class:`prism.serve.lifespan.Prism`, and return JSON. Errors map in :mod:`problems`.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from prism import __version__, names
 from prism.api.problems import install_handlers
+from prism.core.model import DurationMs, Spec, parse_model
 from prism.errors import InvalidInput, Unauthorized
-from prism.model import DurationMs, Spec, parse_model
-from prism.rollout import ReleasePlan
-from prism.service import Prism
+from prism.release.plan import ReleasePlan
+from prism.serve.lifespan import Prism
 
 __all__ = ["create_app"]
 

@@ -17,8 +17,8 @@ import httpx
 
 from prism import errors
 from prism.errors import PrismError, Unavailable
-from prism.files import read_text
-from prism.paths import default_state_dir
+from prism.node.files import read_text
+from prism.node.paths import default_state_dir
 
 __all__ = ["ApiClient", "Target", "locate"]
 

@@ -21,7 +21,7 @@ from prism.cli.releases import release
 from prism.cli.routing import fmt_weights, pin, pins, server, shift, unpin
 
 if TYPE_CHECKING:
-    from prism.model import Spec
+    from prism.core.model import Spec
 
 __all__ = ["main"]
 
@@ -76,7 +76,7 @@ def health(ctx: Ctx, as_json: bool) -> None:
 
 def load_spec_file(path: Path) -> Spec:
     """Read and validate a prism.yaml; the API validates again, identically."""
-    from prism.model import Spec, parse_model  # heavy: only the commands that need it pay
+    from prism.core.model import Spec, parse_model  # heavy: only the commands that need it pay
 
     data = load_yaml_file(path)
     return parse_model(Spec, data if data is not None else {}, source=str(path))
@@ -183,8 +183,8 @@ def serve(
     HAProxy keeps serving when Prism exits (unless --stop-haproxy); the next
     `prism serve` on the same state directory adopts it.
     """
-    from prism.server import ServeOptions, serve_forever
-    from prism.service import ServiceOptions, default_state_dir
+    from prism.serve.http import ServeOptions, serve_forever
+    from prism.serve.lifespan import ServiceOptions, default_state_dir
 
     state_dir = ctx.state_dir or default_state_dir()
     options = ServiceOptions(

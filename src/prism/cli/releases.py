@@ -69,8 +69,8 @@ def release_start(
     as_json: bool,
 ) -> None:
     """Release a color of APP: at once, in steps (--steps 5,25,50,100), or by a plan file."""
-    from prism.model import parse_model
-    from prism.rollout import ReleasePlan, plan_from_flags
+    from prism.core.model import parse_model
+    from prism.release.plan import ReleasePlan, plan_from_flags
 
     if file is not None:
         data = load_yaml_file(file)

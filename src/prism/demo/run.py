@@ -10,10 +10,10 @@ from pathlib import Path
 
 import click
 
-from prism.files import remove
-from prism.model import Spec, parse_model
-from prism.server import ServeOptions, serve_forever
-from prism.service import Prism, ServiceOptions, default_state_dir
+from prism.core.model import Spec, parse_model
+from prism.node.files import remove
+from prism.serve.http import ServeOptions, serve_forever
+from prism.serve.lifespan import Prism, ServiceOptions, default_state_dir
 from prism.testing.processes import Backend, free_port, start_backend
 
 __all__ = ["demo_spec", "run_demo"]

@@ -20,7 +20,7 @@ from typing import Literal
 
 from prism.errors import UnsafeArgument
 from prism.names import ADDRESS
-from prism.paths import SAFE_PATH
+from prism.node.paths import SAFE_PATH
 
 __all__ = [
     "MAP_KEY",

@@ -37,7 +37,7 @@ from prism.haproxy.master import (
     summarize_errors,
     unix_exchange,
 )
-from prism.paths import StatePaths
+from prism.node.paths import StatePaths
 
 __all__ = ["Supervisor"]
 

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prism.analysis import Counters, Verdict, counters_from_stat, delta, judge
 from prism.errors import Drift, InvalidInput, RuntimeAPIError
 from prism.haproxy.parsers import parse_show_stat
-from prism.rollout import Analysis
+from prism.release.analysis import Counters, Verdict, counters_from_stat, delta, judge
+from prism.release.plan import Analysis
 
 # --------------------------------------------------------------------------- show stat samples
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from prism.core.model import DesiredState, Routing, Spec, parse_duration_ms, parse_model
 from prism.errors import InvalidInput
-from prism.model import DesiredState, Routing, Spec, parse_duration_ms, parse_model
 
 
 def spec_data(**app: Any) -> dict[str, Any]:

@@ -14,10 +14,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from prism import routing
-from prism.errors import InvalidInput
-from prism.model import Routing, parse_model
-from prism.routing import (
+from prism.core import buckets as routing
+from prism.core.buckets import (
     BUCKETS,
     check_weights,
     initial_layout,
@@ -25,6 +23,8 @@ from prism.routing import (
     moved_buckets,
     relayout,
 )
+from prism.core.model import Routing, parse_model
+from prism.errors import InvalidInput
 
 COLORS = ("blue", "green", "red", "c3", "c4", "c5")
 PROPERTY = settings(max_examples=200, deadline=None)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from prism.core.model import HealthCheck, Server
 from prism.errors import (
     Conflict,
     GateFailed,
@@ -25,9 +26,7 @@ from prism.errors import (
     RuntimeAPIError,
     UnsafeArgument,
 )
-from prism.haproxy.runtime import RuntimeClient
-from prism.model import HealthCheck, Server
-from prism.servers import (
+from prism.haproxy.dynamic import (
     LINGERING_REPLY,
     PASSED_CHECKS,
     ServerChange,
@@ -35,6 +34,7 @@ from prism.servers import (
     default_add_timeout,
     remove_server,
 )
+from prism.haproxy.runtime import RuntimeClient
 from prism.testing import FakeTransport
 
 BACKEND = "app"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prism.serverstate import filter_server_state
+from prism.haproxy.server_state import filter_server_state
 
 HEADER = (
     "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight "

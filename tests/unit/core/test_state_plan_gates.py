@@ -6,11 +6,10 @@ from dataclasses import dataclass
 
 import pytest
 
+from prism.core.keys import decode_state, diff_spec, dump, routing_key, spec_ops
+from prism.core.model import DesiredState, Routing, Spec, parse_model
 from prism.errors import IllegalTransition
-from prism.gates import health_gate, in_use, smoke_gate
-from prism.model import DesiredState, Routing, Spec, parse_model
-from prism.phases import TERMINAL, TRANSITIONS, Phase, advance
-from prism.plan import (
+from prism.haproxy.changes import (
     MapAdd,
     MapDel,
     MapReplace,
@@ -21,7 +20,8 @@ from prism.plan import (
     plan,
     server_diff,
 )
-from prism.state import decode_state, diff_spec, dump, routing_key, spec_ops
+from prism.release.gates import health_gate, in_use, smoke_gate
+from prism.release.phases import TERMINAL, TRANSITIONS, Phase, advance
 from prism.types import Delete, Entry, Put
 
 
@@ -206,7 +206,7 @@ def test_phase_table() -> None:
 
 async def test_load_state_reuses_the_spec_until_an_entry_changes() -> None:
     """A weight move re-reads routing but reuses the decoded spec; a spec change re-decodes."""
-    from prism.desired import load_state
+    from prism.store.desired import load_state
     from prism.testing.memory_store import memory_store
 
     store = await memory_store()
@@ -230,7 +230,7 @@ async def test_load_state_reuses_the_spec_until_an_entry_changes() -> None:
 async def test_load_state_revision_and_removals_with_a_cached_spec() -> None:
     """The revision is that of the newest spec, routing or pin entry; a removed app is seen
     at once although the cached spec still holds it."""
-    from prism.desired import load_state
+    from prism.store.desired import load_state
     from prism.testing.memory_store import memory_store
 
     store = await memory_store()

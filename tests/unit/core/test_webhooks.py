@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from prism import __version__
-from prism.rollout import Webhook
-from prism.webhooks import BODY_LIMIT, Event, WebhookSender, confirm
+from prism.release.plan import Webhook
+from prism.release.webhooks import BODY_LIMIT, Event, WebhookSender, confirm
 
 URL = "http://hooks.example/release"
 OTHER = "http://other.example/release"
@@ -163,7 +163,7 @@ async def test_retries_then_gives_up_with_a_warning(
     """retries=3 means four attempts with doubling backoff, then a warning and a failed count."""
     receiver = Receiver(default=500)
     sender = make_sender(receiver)
-    with caplog.at_level(logging.WARNING, logger="prism.webhooks"):
+    with caplog.at_level(logging.WARNING, logger="prism.release.webhooks"):
         sender.emit([hook(retries=3)], event(1))
         assert await sender.flush(5)
     assert receiver.seqs == [1, 1, 1, 1]
@@ -171,7 +171,7 @@ async def test_retries_then_gives_up_with_a_warning(
     assert sender.stats()[URL]["failed"] == 1
     assert sender.stats()[URL]["delivered"] == 0
     assert sender.stats()[URL]["last_error"] == "500 Internal Server Error: receiver says no"
-    (record,) = [r for r in caplog.records if r.name == "prism.webhooks"]
+    (record,) = [r for r in caplog.records if r.name == "prism.release.webhooks"]
     assert record.levelno == logging.WARNING
     assert "gave up on step.started event seq 1 after 4 attempts" in record.getMessage()
 
@@ -336,7 +336,7 @@ async def test_unexpected_error_does_not_kill_the_worker(
         return await receiver(request)
 
     sender = make_sender(handler)
-    with caplog.at_level(logging.ERROR, logger="prism.webhooks"):
+    with caplog.at_level(logging.ERROR, logger="prism.release.webhooks"):
         sender.emit([hook()], event(1))
         sender.emit([hook()], event(2))
         assert await sender.flush(5)
@@ -398,7 +398,7 @@ async def test_close_cancels_workers_cleanly(
     assert [t for t in asyncio.all_tasks() if t.get_name().startswith("webhook ")] == []
     assert sender.client.is_closed
     await sender.close()  # idempotent
-    with caplog.at_level(logging.WARNING, logger="prism.webhooks"):
+    with caplog.at_level(logging.WARNING, logger="prism.release.webhooks"):
         sender.emit([hook()], event(3))
     assert "closed" in caplog.text
     assert await sender.flush(0.01)

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from prism.core.shares import apportion, set_share
 from prism.errors import Conflict, InvalidInput
-from prism.weights import apportion, set_share
 
 COLORS = ("blue", "green", "red", "c3", "c4", "c5")
 PROPERTY = settings(max_examples=300, deadline=None)

@@ -20,14 +20,14 @@ from typing import Any
 
 import httpx
 
-from prism.apply import Applier
-from prism.desired import load_state
+from prism.core.buckets import check_weights, moved_buckets
+from prism.core.keys import dump, routing_key
+from prism.core.model import App, DesiredState, Routing, Spec, backend_name, split_hostport
 from prism.errors import Conflict, GateFailed, PrismError
-from prism.gates import GateResult, health_gate, in_use, smoke_gate
 from prism.haproxy.runtime import RuntimeClient
-from prism.model import App, DesiredState, Routing, Spec, backend_name, split_hostport
-from prism.routing import check_weights, moved_buckets
-from prism.state import dump, routing_key
+from prism.node.applier import Applier
+from prism.release.gates import GateResult, health_gate, in_use, smoke_gate
+from prism.store.desired import load_state
 from prism.types import AuditDraft, Clock, Compare, Put, Store
 
 __all__ = ["Traffic", "format_weights", "growing"]
@@ -199,7 +199,7 @@ class Traffic:
         """Set an app's weights across any number of colors in one atomic map change.
 
         Colors gaining share must pass the gates first; users only move if their
-        bucket's color lost share (see :mod:`prism.routing`).
+        bucket's color lost share (see :mod:`prism.core.buckets`).
         """
         async with self.lock(app_name):
             state = await load_state(self.store)

@@ -59,11 +59,11 @@ import logging
 from dataclasses import dataclass
 from typing import Literal, NoReturn
 
+from prism.core.model import HealthCheck, Server
 from prism.errors import Conflict, GateFailed, HAProxyError, InvalidInput, RuntimeAPIError
 from prism.haproxy import commands as cmd
 from prism.haproxy.parsers import ServerConn, ServerState, StatRow
 from prism.haproxy.runtime import RuntimeClient
-from prism.model import HealthCheck, Server
 from prism.types import Clock
 
 __all__ = [

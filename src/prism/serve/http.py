@@ -15,8 +15,8 @@ from pathlib import Path
 import uvicorn
 
 from prism.api import create_app
-from prism.files import remove, write_atomic
-from prism.service import Prism, ServiceOptions, ensure_token
+from prism.node.files import remove, write_atomic
+from prism.serve.lifespan import Prism, ServiceOptions, ensure_token
 
 __all__ = ["ServeOptions", "serve_forever"]
 

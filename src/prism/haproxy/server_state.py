@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from prism.model import DesiredState, backend_name
+from prism.core.model import DesiredState, backend_name
 
 __all__ = ["Addresses", "desired_addresses", "filter_server_state"]
 

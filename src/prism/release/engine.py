@@ -19,8 +19,7 @@ import logging
 import uuid
 from typing import Any
 
-from prism.desired import load_state
-from prism.driver import StepDriver
+from prism.core.keys import dump
 from prism.errors import (
     Conflict,
     GateFailed,
@@ -29,17 +28,18 @@ from prism.errors import (
     NotFound,
     PrismError,
 )
-from prism.phases import Phase
-from prism.records import LogEntry, ReleaseRecord
-from prism.rollout import PauseStep, ReleasePlan, WeightStep
-from prism.state import dump
-from prism.traffic import Traffic, format_weights
+from prism.release.driver import StepDriver
+from prism.release.phases import Phase
+from prism.release.plan import PauseStep, ReleasePlan, WeightStep
+from prism.release.record import LogEntry, ReleaseRecord
+from prism.release.webhooks import Event, WebhookSender
+from prism.services.routing import Traffic, format_weights
+from prism.store.desired import load_state
 from prism.types import AuditDraft, Clock, Compare, Put, Store
-from prism.webhooks import Event, WebhookSender
 
 __all__ = ["ReleaseEngine", "release_key"]
 
-log = logging.getLogger("prism.engine")
+log = logging.getLogger("prism.release.engine")
 
 RELEASES = "releases/"
 #: Phases a person must act on (or that wait for time); `start(wait=True)` returns there.

@@ -7,7 +7,7 @@ Two ways to talk to a receiver:
   strictly in order, and a slow or dead receiver delays nobody but itself.
   A failed POST (connection error, timeout, non-2xx) is retried ``retries``
   times with exponential backoff through the injected :class:`~prism.types.Clock`,
-  then given up with a warning on the ``prism.webhooks`` logger and counted
+  then given up with a warning on the ``prism.release.webhooks`` logger and counted
   in :meth:`WebhookSender.stats`.
 * :func:`confirm` is a synchronous gate: one POST, no retries, and the answer
   decides whether the release may take its next step. It never raises for
@@ -33,7 +33,7 @@ import httpx
 
 from prism import __version__
 from prism.clock import SystemClock
-from prism.rollout import Webhook
+from prism.release.plan import Webhook
 from prism.types import Clock
 
 __all__ = [

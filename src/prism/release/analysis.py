@@ -53,7 +53,7 @@ from typing import Any, Literal
 
 from prism.errors import Drift, InvalidInput, RuntimeAPIError
 from prism.haproxy.parsers import StatRow
-from prism.rollout import Analysis
+from prism.release.plan import Analysis
 
 __all__ = [
     "Counters",

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from prism.model import App, DesiredState, Listener, Routing, Spec, parse_model
+from prism.core.model import App, DesiredState, Listener, Routing, Spec, parse_model
 from prism.types import Delete, Entry, Put
 
 __all__ = [

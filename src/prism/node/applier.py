@@ -37,14 +37,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from prism.clock import SystemClock
+from prism.core.model import App, DesiredState, Server, backend_name
 from prism.errors import ConfigRejected, Drift, PrismError
-from prism.files import read_text, remove, write_atomic
 from prism.haproxy import commands
-from prism.haproxy.runtime import RuntimeClient
-from prism.haproxy.supervisor import Supervisor
-from prism.model import App, DesiredState, Server, backend_name
-from prism.paths import StatePaths
-from prism.plan import (
+from prism.haproxy.changes import (
     MapAdd,
     MapDel,
     MapReplace,
@@ -54,14 +50,18 @@ from prism.plan import (
     parse_map_text,
     plan,
 )
-from prism.render import RenderedFiles, RenderMemo, RenderSettings, render
-from prism.servers import add_server, remove_server
-from prism.serverstate import desired_addresses, filter_server_state
+from prism.haproxy.dynamic import add_server, remove_server
+from prism.haproxy.render import RenderedFiles, RenderMemo, RenderSettings, render
+from prism.haproxy.runtime import RuntimeClient
+from prism.haproxy.server_state import desired_addresses, filter_server_state
+from prism.haproxy.supervisor import Supervisor
+from prism.node.files import read_text, remove, write_atomic
+from prism.node.paths import StatePaths
 from prism.types import Clock
 
 __all__ = ["Applier", "ApplyReport"]
 
-log = logging.getLogger("prism.apply")
+log = logging.getLogger("prism.node.applier")
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import weakref
 
-from prism.model import DesiredState, Spec
-from prism.state import APPS, LISTENERS, PINS, ROUTING, SPEC, decode_state
+from prism.core.keys import APPS, LISTENERS, PINS, ROUTING, SPEC, decode_state
+from prism.core.model import DesiredState, Spec
 from prism.types import Store
 
 __all__ = ["load_state"]

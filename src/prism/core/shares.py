@@ -27,8 +27,8 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 
+from prism.core.buckets import BUCKETS, check_weights
 from prism.errors import Conflict, InvalidInput
-from prism.routing import BUCKETS, check_weights
 
 __all__ = ["apportion", "set_share"]
 
@@ -118,7 +118,7 @@ def set_share(
     given), else ``donors``, else every other color with weight > 0. See the
     module docstring for the proportions and the rounding. ``target`` may be
     absent from ``weights`` (it holds 0). The result is sorted by color and
-    has no zero weights, like :func:`~prism.routing.check_weights`.
+    has no zero weights, like :func:`~prism.core.buckets.check_weights`.
 
     Raises :class:`~prism.errors.InvalidInput` for malformed weights, share
     or restore weights, or a source equal to the target, and

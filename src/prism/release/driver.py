@@ -1,6 +1,6 @@
 """One tick of a release: at most one step of its plan, saved before it is acted on.
 
-The engine (:mod:`prism.engine`) owns the records, the tasks and the steering;
+The engine (:mod:`prism.release.engine`) owns the records, the tasks and the steering;
 this module holds what a tick does in each phase: watch health and analysis,
 set a weight, wait out a pause, drain, complete, or roll back.
 """
@@ -9,20 +9,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from prism.analysis import Counters, Verdict, counters_from_stat, delta, judge
-from prism.desired import load_state
+from prism.core.model import App, backend_name
+from prism.core.shares import set_share
 from prism.errors import Drift
-from prism.gates import health_gate
-from prism.model import App, backend_name
-from prism.phases import Phase
-from prism.records import ReleaseRecord
-from prism.rollout import AnalysisStep, PauseStep, WeightStep
-from prism.traffic import format_weights
-from prism.webhooks import confirm
-from prism.weights import set_share
+from prism.release.analysis import Counters, Verdict, counters_from_stat, delta, judge
+from prism.release.gates import health_gate
+from prism.release.phases import Phase
+from prism.release.plan import AnalysisStep, PauseStep, WeightStep
+from prism.release.record import ReleaseRecord
+from prism.release.webhooks import confirm
+from prism.services.routing import format_weights
+from prism.store.desired import load_state
 
 if TYPE_CHECKING:
-    from prism.engine import ReleaseEngine
+    from prism.release.engine import ReleaseEngine
 
 __all__ = ["StepDriver"]
 

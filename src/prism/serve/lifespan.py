@@ -20,17 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from prism import names
-from prism.apply import Applier
 from prism.clock import SystemClock
-from prism.desired import load_state
-from prism.engine import ReleaseEngine
-from prism.errors import ConfigRejected, Conflict, InvalidInput, NotFound, PrismError
-from prism.files import read_text, write_atomic
-from prism.gates import server_readings
-from prism.haproxy.binary import HAProxyBinary, find_haproxy
-from prism.haproxy.runtime import RuntimeClient, UnixSocketTransport
-from prism.haproxy.supervisor import Supervisor
-from prism.model import (
+from prism.core.buckets import layout_ranges
+from prism.core.keys import APPS, diff_spec, dump, pin_key, routing_key, spec_ops
+from prism.core.model import (
     App,
     Color,
     DesiredState,
@@ -40,14 +33,21 @@ from prism.model import (
     backend_name,
     split_hostport,
 )
-from prism.paths import StatePaths, default_state_dir
-from prism.render import RenderSettings, derive_maxconn, fd_demand
-from prism.routing import layout_ranges
-from prism.state import APPS, diff_spec, dump, pin_key, routing_key, spec_ops
+from prism.errors import ConfigRejected, Conflict, InvalidInput, NotFound, PrismError
+from prism.haproxy.binary import HAProxyBinary, find_haproxy
+from prism.haproxy.render import RenderSettings, derive_maxconn, fd_demand
+from prism.haproxy.runtime import RuntimeClient, UnixSocketTransport
+from prism.haproxy.supervisor import Supervisor
+from prism.node.applier import Applier
+from prism.node.files import read_text, write_atomic
+from prism.node.paths import StatePaths, default_state_dir
+from prism.release.engine import ReleaseEngine
+from prism.release.gates import server_readings
+from prism.release.webhooks import WebhookSender
+from prism.services.routing import Traffic
+from prism.store.desired import load_state
 from prism.store.sqlite import SqliteStore
-from prism.traffic import Traffic
 from prism.types import AuditDraft, Compare, Delete, Put, Store
-from prism.webhooks import WebhookSender
 
 __all__ = ["Prism", "ServiceOptions", "default_state_dir", "ensure_token", "normalize_pin_key"]
 

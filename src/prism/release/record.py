@@ -10,8 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from prism.phases import ACTIVE, Phase, advance
-from prism.rollout import Analysis, ReleasePlan
+from prism.release.phases import ACTIVE, Phase, advance
+from prism.release.plan import Analysis, ReleasePlan
 
 __all__ = ["LogEntry", "ReleaseRecord"]
 

@@ -1,6 +1,6 @@
 """The per-app frontend rules that route a request to a color. Pure.
 
-:mod:`prism.render` places these lines into each frontend; this module decides
+:mod:`prism.haproxy.render` places these lines into each frontend; this module decides
 what they say. For one app, in HAProxy's evaluation order (every
 ``http-request`` rule runs before any ``use_backend`` rule, so the two kinds
 are returned apart and the caller writes all requests first)::
@@ -30,10 +30,10 @@ import re
 from dataclasses import dataclass
 
 from prism import names
+from prism.core.buckets import BUCKETS
+from prism.core.model import App, PinRule, backend_name
 from prism.errors import InvalidInput
-from prism.model import App, PinRule, backend_name
-from prism.paths import SAFE_PATH, StatePaths
-from prism.routing import BUCKETS
+from prism.node.paths import SAFE_PATH, StatePaths
 
 __all__ = [
     "PAGES_DIR",

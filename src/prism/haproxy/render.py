@@ -11,7 +11,7 @@ byte-equal output and an unchanged config needs no reload)::
     frontend prism_admin   127.0.0.1:<admin_port>: /stats and /metrics
     frontend app_<app>     one per app with its own ``bind``
     frontend listener_<l>  one per shared listener; apps told apart by Host
-    backend <app>.<color>  one per color, named by :func:`prism.model.backend_name`
+    backend <app>.<color>  one per color, named by :func:`prism.core.model.backend_name`
 
 Files beside the config, all read by HAProxy when it loads the config::
 
@@ -20,7 +20,7 @@ Files beside the config, all read by HAProxy when it loads the config::
     pages/<app>.maintenance         the body served when no color is usable
 
 How a frontend routes (smoke, pins, buckets, weights, fallback, maintenance)
-is :mod:`prism.render_rules`. Backends keep ``balance roundrobin`` and carry
+is :mod:`prism.haproxy.rules`. Backends keep ``balance roundrobin`` and carry
 every check setting on each ``server`` line: a server added at runtime
 inherits nothing from ``default-server``, so the line must stand alone
 (:func:`server_args` gives the same text for ``add server``).
@@ -37,8 +37,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from prism.errors import InvalidInput
-from prism.model import (
+from prism.core.buckets import layout_ranges
+from prism.core.model import (
     App,
     Color,
     DesiredState,
@@ -48,8 +48,8 @@ from prism.model import (
     Spec,
     backend_name,
 )
-from prism.paths import StatePaths
-from prism.render_rules import (
+from prism.errors import InvalidInput
+from prism.haproxy.rules import (
     app_rules,
     check_path,
     check_pin_key,
@@ -60,7 +60,7 @@ from prism.render_rules import (
     pin_map_name,
     set_cookie_response,
 )
-from prism.routing import layout_ranges
+from prism.node.paths import StatePaths
 
 __all__ = [
     "RenderMemo",

@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from prism import names
-from prism.model import DurationMs, Name, _Frozen, parse_duration_ms
+from prism.core.model import DurationMs, Name, _Frozen, parse_duration_ms
 
 __all__ = [
     "Analysis",

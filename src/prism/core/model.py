@@ -431,7 +431,7 @@ class Routing(_Frozen):
     """How an app's traffic splits across its colors now.
 
     ``weights`` (zero weights omitted) sum to 100; ``layout`` gives the color of
-    each bucket 0..99 and always matches the weights (see :mod:`prism.routing`).
+    each bucket 0..99 and always matches the weights (see :mod:`prism.core.buckets`).
     ``previous`` holds the weights before the last release, for rollback.
     """
 
@@ -443,13 +443,13 @@ class Routing(_Frozen):
     @classmethod
     def _normal_weights(cls, value: dict[str, int] | None) -> dict[str, int] | None:
         """Sum to 100; stored sorted by color, without zero weights."""
-        from prism.routing import check_weights
+        from prism.core.buckets import check_weights
 
         return None if value is None else check_weights(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> Routing:
-        from prism.routing import BUCKETS
+        from prism.core.buckets import BUCKETS
 
         if len(self.layout) != BUCKETS:
             raise ValueError("a layout has exactly 100 buckets")
@@ -468,7 +468,7 @@ class Routing(_Frozen):
         cls, current: Routing | None, weights: dict[str, int], *, keep_previous: bool = False
     ) -> Routing:
         """New weights with the fewest buckets moved from ``current``."""
-        from prism.routing import check_weights, relayout
+        from prism.core.buckets import check_weights, relayout
 
         clean = check_weights(weights)
         previous = None
