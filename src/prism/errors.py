@@ -14,6 +14,7 @@
     │   ├── RuntimeAPIError         502  exit 7   socket I/O failed or a command was refused
     │   └── Drift                   502  exit 7   read-back disagrees with desired state
     ├── StoreError                  503  exit 8   the state store failed
+    │   └── Compacted               503  exit 8   a watch's history is gone: resync
     └── Unavailable                 503  exit 9   the Prism server cannot be reached
 
 Each class carries its HTTP status and CLI exit code; the API and the CLI map
@@ -38,6 +39,7 @@ __all__ = [
     "PrismError",
     "RuntimeAPIError",
     "StoreError",
+    "Compacted",
     "Unauthorized",
     "Unavailable",
     "UnsafeArgument",
@@ -131,6 +133,16 @@ class StoreError(PrismError):
     status = 503
     exit_code = 8
     title = "Store error"
+
+
+class Compacted(StoreError):
+    """The store no longer has the history a watch asked for; read everything again."""
+
+    title = "Store history compacted"
+
+    def __init__(self, message: str, *, revision: int, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint, detail={"revision": revision})
+        self.revision = revision
 
 
 class Unavailable(PrismError):

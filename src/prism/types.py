@@ -3,8 +3,10 @@
 * :class:`RuntimeTransport` carries one Runtime API exchange (unix socket,
   TCP, or an in-memory fake that replays HAProxy replies).
 * :class:`Store` holds desired state as revisioned key/value entries plus an
-  audit log; SQLite implements it now, etcd later. Keys are ``/``-separated
-  paths; values are JSON text. Every commit gets the next revision, like etcd.
+  audit log; SQLite (:mod:`prism.store.sqlite`) and etcd
+  (:mod:`prism.store.etcd`) implement it. Keys are ``/``-separated paths;
+  values are JSON text. Every commit gets a higher revision, like etcd.
+  A :class:`Lease` binds keys to a lifetime: they vanish when it expires.
 * :class:`Clock` is wall time, monotonic time and sleeping, so the engine can be
   driven by a fake clock in unit tests.
 """
@@ -25,6 +27,7 @@ __all__ = [
     "Entry",
     "Put",
     "RuntimeTransport",
+    "Lease",
     "Store",
     "WatchEvent",
 ]
@@ -53,8 +56,11 @@ class Entry:
 
 @dataclass(frozen=True, slots=True)
 class Put:
+    """Set ``key`` to ``value``; with ``lease``, the key is deleted when that lease ends."""
+
     key: str
     value: str
+    lease: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +109,28 @@ class AuditRecord:
     reason: str | None
 
 
+class Lease(Protocol):
+    """A lifetime granted by the store: keys put with its ``id`` vanish when it ends.
+
+    It ends ``ttl`` seconds after the last :meth:`refresh` (the holder must
+    refresh about every ``ttl / 3``), or at once on :meth:`revoke`.
+    """
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def ttl(self) -> float: ...
+
+    async def refresh(self) -> None:
+        """Extend the lease by ``ttl``; raises StoreError if it already ended."""
+        ...
+
+    async def revoke(self) -> None:
+        """End the lease now, deleting its keys; a lease already gone is no error."""
+        ...
+
+
 class Store(Protocol):
     """Revisioned desired state plus an audit log.
 
@@ -115,7 +143,11 @@ class Store(Protocol):
       and different after any commit that changed something under it (a put
       raises the newest revision; deletes alone lower the count).
     * ``watch`` yields every change under ``prefix`` after ``from_revision``,
-      in revision order, then waits for more.
+      in revision order, then waits for more. It survives the store's server
+      restarting; if the history after ``from_revision`` is gone (compacted),
+      it raises :class:`prism.errors.Compacted` and the caller resyncs from a
+      fresh ``list``.
+    * ``grant`` makes a :class:`Lease`; puts naming it vanish with it.
     """
 
     async def revision(self) -> int: ...
@@ -143,6 +175,8 @@ class Store(Protocol):
         ...
 
     def watch(self, prefix: str, *, from_revision: int) -> AsyncIterator[WatchEvent]: ...
+
+    async def grant(self, ttl: float) -> Lease: ...
 
     async def close(self) -> None: ...
 

@@ -36,7 +36,17 @@ from types import TracebackType
 from typing import Any, Literal, Self
 
 from prism.errors import Conflict, InvalidInput, StoreError
-from prism.types import AuditDraft, AuditRecord, Clock, Compare, Delete, Entry, Put, WatchEvent
+from prism.types import (
+    AuditDraft,
+    AuditRecord,
+    Clock,
+    Compare,
+    Delete,
+    Entry,
+    Lease,
+    Put,
+    WatchEvent,
+)
 
 __all__ = ["MAX_KEY_LENGTH", "SCHEMA_VERSION", "SqliteStore"]
 
@@ -126,6 +136,11 @@ def _check_ops(ops: Sequence[Put | Delete], expect: Sequence[Compare]) -> None:
         _check_key(op.key)
         if isinstance(op, Put) and not isinstance(op.value, str):
             raise InvalidInput(f"value of {op.key!r} is not text", hint="store JSON text")
+        if isinstance(op, Put) and op.lease is not None:
+            raise InvalidInput(
+                f"{op.key!r} is put under a lease, which the SQLite store does not have",
+                hint="leased keys need the etcd store",
+            )
         # Like etcd, one commit touches a key once: "put then delete" has no clear order.
         if op.key in seen:
             raise InvalidInput(
@@ -382,6 +397,13 @@ class SqliteStore:
                 ).fetchall()
         events = [WatchEvent(*row) for row in rows]
         return events, max(seen, upto), upto < current
+
+    async def grant(self, ttl: float) -> Lease:
+        """Leases need a store that expires keys by itself: the etcd store."""
+        raise StoreError(
+            "the embedded SQLite store has no leases",
+            hint="run the control plane on etcd (--store etcd://HOST:PORT/PREFIX)",
+        )
 
     def _wake_watchers(self) -> None:
         self._committed.set()
