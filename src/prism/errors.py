@@ -12,7 +12,8 @@
     │   ├── HAProxyNotFound         502  exit 7   no usable binary / version too old
     │   ├── ConfigRejected          502  exit 7   `haproxy -c` or a reload refused the config
     │   ├── RuntimeAPIError         502  exit 7   socket I/O failed or a command was refused
-    │   └── Drift                   502  exit 7   read-back disagrees with desired state
+    │   ├── Drift                   502  exit 7   read-back disagrees with desired state
+    │   └── NodeFailed              502  exit 7   a fleet node could not apply a change
     ├── StoreError                  503  exit 8   the state store failed
     │   └── Compacted               503  exit 8   a watch's history is gone: resync
     └── Unavailable                 503  exit 9   the Prism server cannot be reached
@@ -27,6 +28,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 __all__ = [
+    "Compacted",
     "ConfigRejected",
     "Conflict",
     "Drift",
@@ -35,11 +37,11 @@ __all__ = [
     "HAProxyNotFound",
     "IllegalTransition",
     "InvalidInput",
+    "NodeFailed",
     "NotFound",
     "PrismError",
     "RuntimeAPIError",
     "StoreError",
-    "Compacted",
     "Unauthorized",
     "Unavailable",
     "UnsafeArgument",
@@ -127,6 +129,15 @@ class RuntimeAPIError(HAProxyError):
 
 class Drift(HAProxyError):
     title = "Drift"
+
+
+class NodeFailed(HAProxyError):
+    """One or more fleet nodes refused a change or did not apply it in time.
+
+    ``detail["nodes"]`` maps each such node to its reason.
+    """
+
+    title = "Node failed"
 
 
 class StoreError(PrismError):

@@ -25,9 +25,9 @@ __all__ = [
     "Compare",
     "Delete",
     "Entry",
+    "Lease",
     "Put",
     "RuntimeTransport",
-    "Lease",
     "Store",
     "WatchEvent",
 ]

@@ -6,8 +6,9 @@ Key layout (values are JSON)::
     spec/apps/<name>        an App with its colors and servers
     routing/<app>           a Routing: weights, bucket layout, previous weights
     pins/<app>/<rule>/<key> {"color": ...}: a pinned key (a key may contain '/')
-    releases/<app>          the app's latest release record
-    applied/<node>          what a node last applied (revision, drift)
+    releases/<app>/<color>  the latest release record of one color of an app
+    desired                 rewritten by every change of spec, routing or pins, so its
+                            revision is that of the newest change, deletions included
 
 Pure: functions here take and return values. Reading and committing is done by
 callers with a :class:`prism.types.Store`.
@@ -25,27 +26,29 @@ from prism.types import Delete, Entry, Put
 
 __all__ = [
     "APPS",
+    "DESIRED",
     "LISTENERS",
     "PINS",
+    "RELEASES",
     "ROUTING",
     "SPEC",
     "SpecChange",
-    "applied_key",
     "decode_state",
     "diff_spec",
+    "dump",
     "pin_key",
     "release_key",
     "routing_key",
     "spec_ops",
 ]
 
+DESIRED = "desired"
 SPEC = "spec/"
 LISTENERS = "spec/listeners/"
 APPS = "spec/apps/"
 ROUTING = "routing/"
 PINS = "pins/"
 RELEASES = "releases/"
-APPLIED = "applied/"
 
 
 def routing_key(app: str) -> str:
@@ -56,12 +59,8 @@ def pin_key(app: str, rule: str, key: str) -> str:
     return f"{PINS}{app}/{rule}/{key}"
 
 
-def release_key(app: str) -> str:
-    return f"{RELEASES}{app}"
-
-
-def applied_key(node: str) -> str:
-    return f"{APPLIED}{node}"
+def release_key(app: str, color: str) -> str:
+    return f"{RELEASES}{app}/{color}"
 
 
 def dump(value: Any) -> str:

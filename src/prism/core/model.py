@@ -22,6 +22,7 @@ Shape::
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, TypeVar
@@ -57,6 +58,7 @@ __all__ = [
     "backend_name",
     "parse_duration_ms",
     "parse_model",
+    "split_bind",
     "split_hostport",
 ]
 
@@ -115,6 +117,14 @@ def split_hostport(value: object) -> tuple[str, int]:
     if not port_text.isascii() or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
         raise ValueError(f"invalid port in {value[:80]!r}: expected 1..65535")
     return host, int(port_text)
+
+
+def split_bind(value: object) -> tuple[str, int]:
+    """Split a listener's ``host:port``; the host may also be ``*`` (every address, or
+    the node's ``--listen-address`` in a fleet)."""
+    if isinstance(value, str) and value.startswith("*:"):
+        return "*", split_hostport("0.0.0.0" + value[1:])[1]
+    return split_hostport(value)
 
 
 class _Frozen(BaseModel):
@@ -203,6 +213,23 @@ class PinRule(_Frozen):
                 f"pin rule {self.name!r} needs a {self.source} name matching {pattern.pattern}"
             )
         return self
+
+    def normalize_key(self, key: str) -> str:
+        """Check a pin key against this rule's source; addresses become canonical networks
+        (``10.0.0.7/8`` is ``10.0.0.0/8``, ``203.0.113.7/32`` is ``203.0.113.7``)."""
+        if self.source != "address":
+            return names.check(names.PIN_KEY, key, f"{self.source} pin key")
+        if not isinstance(key, str) or len(key) > 64 or not key.isascii():
+            raise InvalidInput(f"invalid address or network: {str(key)[:64]!r}")
+        try:
+            network = ipaddress.ip_network(key, strict=False)
+        except ValueError:
+            raise InvalidInput(
+                f"invalid address or network: {key[:64]!r}",
+                hint="e.g. 203.0.113.7 or 10.0.0.0/8",
+            ) from None
+        full = network.prefixlen == network.max_prefixlen
+        return str(network.network_address) if full else str(network)
 
 
 class Maintenance(_Frozen):
@@ -296,7 +323,7 @@ class Listener(_Frozen):
     @field_validator("bind")
     @classmethod
     def _valid_bind(cls, value: str) -> str:
-        split_hostport(value)
+        split_bind(value)
         return value
 
 
@@ -322,7 +349,7 @@ class App(_Frozen):
     @classmethod
     def _valid_bind(cls, value: str | None) -> str | None:
         if value is not None:
-            split_hostport(value)
+            split_bind(value)
         return value
 
     @model_validator(mode="after")
@@ -402,7 +429,7 @@ class Spec(_Frozen):
         for owner, bind in [(f"listener {x.name!r}", x.bind) for x in self.listeners] + [
             (f"app {a.name!r}", a.bind) for a in self.apps if a.bind is not None
         ]:
-            _, port = split_hostport(bind)
+            _, port = split_bind(bind)
             if port in binds:
                 raise ValueError(f"{owner} and {binds[port]} both bind port {port}")
             binds[port] = owner

@@ -1,4 +1,4 @@
-"""Plan an apply: which changes need a reload and which are runtime-only.
+"""ApplyPlan an apply: which changes need a reload and which are runtime-only.
 
 Pure. The rendered config decides. If it differs from what is live only in
 ``server`` lines, the change is runtime server operations (add, remove) and
@@ -17,18 +17,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 __all__ = [
+    "ApplyPlan",
     "MapAdd",
     "MapChange",
     "MapDel",
     "MapReplace",
     "MapSet",
-    "Plan",
-    "ServerChange",
+    "ServerDiff",
     "map_change",
     "parse_map_text",
-    "plan",
+    "plan_apply",
     "server_diff",
     "servers_by_backend",
+    "without_servers",
 ]
 
 Entries = tuple[tuple[str, str], ...]
@@ -68,7 +69,7 @@ MapChange = MapSet | MapAdd | MapDel | MapReplace
 
 
 @dataclass(frozen=True)
-class ServerChange:
+class ServerDiff:
     """Servers to add to and remove from one backend at runtime."""
 
     backend: str
@@ -77,10 +78,10 @@ class ServerChange:
 
 
 @dataclass(frozen=True)
-class Plan:
+class ApplyPlan:
     reload: bool
     map_changes: Mapping[str, MapChange]
-    server_changes: tuple[ServerChange, ...] = ()
+    server_changes: tuple[ServerDiff, ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -124,31 +125,31 @@ def map_change(
     return MapReplace(desired_t)
 
 
-def plan(
+def plan_apply(
     live_config: str | None,
     live_maps: Mapping[str, Sequence[tuple[str, str]]],
     config: str,
     maps: Mapping[str, str],
     *,
     servers_only: bool = False,
-) -> Plan:
+) -> ApplyPlan:
     """Compare live files with rendered ones; ``live_maps`` are what HAProxy holds now.
 
     ``servers_only`` says the two configs are equal once their ``server`` lines
     are left out (the caller renders both that way); then server differences
     are runtime operations.
     """
-    server_changes: tuple[ServerChange, ...] = ()
+    server_changes: tuple[ServerDiff, ...] = ()
     if live_config != config:
         if not servers_only or live_config is None:
-            return Plan(reload=True, map_changes={})
+            return ApplyPlan(reload=True, map_changes={})
         server_changes = server_diff(live_config, config)
     changes: dict[str, MapChange] = {}
     for name, text in sorted(maps.items()):
         change = map_change(live_maps.get(name, ()), parse_map_text(text))
         if change is not None:
             changes[name] = change
-    return Plan(reload=False, map_changes=changes, server_changes=server_changes)
+    return ApplyPlan(reload=False, map_changes=changes, server_changes=server_changes)
 
 
 def servers_by_backend(config: str) -> dict[str, dict[str, str]]:
@@ -166,7 +167,7 @@ def servers_by_backend(config: str) -> dict[str, dict[str, str]]:
     return found
 
 
-def server_diff(live_config: str, config: str) -> tuple[ServerChange, ...]:
+def server_diff(live_config: str, config: str) -> tuple[ServerDiff, ...]:
     """Per backend, servers to add and remove; a changed line is a remove plus an add."""
     before, after = servers_by_backend(live_config), servers_by_backend(config)
     changes = []
@@ -176,5 +177,15 @@ def server_diff(live_config: str, config: str) -> tuple[ServerChange, ...]:
         add = tuple(sorted((set(new) - set(old)) | changed))
         remove = tuple(sorted((set(old) - set(new)) | changed))
         if add or remove:
-            changes.append(ServerChange(backend, add, remove))
+            changes.append(ServerDiff(backend, add, remove))
     return tuple(changes)
+
+
+def without_servers(config: str) -> str:
+    """The config with its ``server`` lines left out: two configs equal this way
+    differ only in servers, which the Runtime API can add and remove without a reload."""
+    return "\n".join(
+        line
+        for line in config.splitlines()
+        if not (line[:1].isspace() and line.split()[:1] == ["server"])
+    )

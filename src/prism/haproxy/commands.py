@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from prism.errors import UnsafeArgument
+from prism.haproxy.tokens import MAP_KEY, PROXY_NAME, SAFE_PATH, SERVER_NAME
 from prism.names import ADDRESS
-from prism.node.paths import SAFE_PATH
 
 __all__ = [
     "MAP_KEY",
@@ -58,15 +58,8 @@ MAX_ARGUMENT = 256
 #: too big for the buffer size"; half of it leaves room for a smaller bufsize.
 PAYLOAD_LIMIT = 8192
 
-#: backends and frontends: ``shop.blue``, ``be_web``. No ``/`` (it separates
-#: ``<backend>/<server>``) and no leading ``#`` (numeric id syntax).
-PROXY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}", re.ASCII)
-#: servers inside a backend: ``s1``, ``web-01``, ``10.0.0.1_8080``
-SERVER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}", re.ASCII)
-#: map keys: int ranges ``0:99``, CIDRs ``10.0.0.0/8``, tenant ids, colors.
-#: The first character may not be ``#`` (an entry reference) or ``@`` (a version).
-MAP_KEY = re.compile(r"[A-Za-z0-9_.:/-][A-Za-z0-9_.:/@-]{0,255}", re.ASCII)
-#: map values: backend names and colors, mostly
+#: map values: backend names and colors, mostly (the grammar is
+#: :mod:`prism.haproxy.tokens`)
 MAP_VALUE = MAP_KEY
 
 AdminState = Literal["ready", "drain", "maint"]

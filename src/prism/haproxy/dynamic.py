@@ -60,6 +60,7 @@ from dataclasses import dataclass
 from typing import Literal, NoReturn
 
 from prism.core.model import HealthCheck, Server
+from prism.core.readings import check_passed
 from prism.errors import Conflict, GateFailed, HAProxyError, InvalidInput, RuntimeAPIError
 from prism.haproxy import commands as cmd
 from prism.haproxy.parsers import ServerConn, ServerState, StatRow
@@ -69,8 +70,7 @@ from prism.types import Clock
 __all__ = [
     "LINGERING_REPLY",
     "NOT_IN_MAINT_REPLY",
-    "PASSED_CHECKS",
-    "ServerChange",
+    "ServerOutcome",
     "add_server",
     "default_add_timeout",
     "remove_server",
@@ -78,8 +78,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: ``check_status`` values of a completed, passed health check (TCP, SSL, HTTP)
-PASSED_CHECKS: frozenset[str] = frozenset({"L4OK", "L6OK", "L7OK"})
 #: ``del server``'s refusal while connections (in use or idle in the pool) remain
 LINGERING_REPLY = "Server still has connections attached to it"
 #: ``del server``'s refusal for a server not in MAINT
@@ -93,7 +91,7 @@ Action = Literal["added", "unchanged", "removed", "absent"]
 
 
 @dataclass(frozen=True, slots=True)
-class ServerChange:
+class ServerOutcome:
     """What :func:`add_server` or :func:`remove_server` did to one server, and how long it took.
 
     ``action``: ``added``; ``unchanged`` (it already existed at that address);
@@ -144,7 +142,7 @@ async def add_server(
     clock: Clock,
     timeout: float | None = None,  # noqa: ASYNC109 - bounds the health wait, driven by clock
     poll: float = 0.05,
-) -> ServerChange:
+) -> ServerOutcome:
     """Add ``server`` to ``backend`` and let it take traffic only once its checks pass.
 
     The health check itself (HTTP path, expected status) is the backend's;
@@ -212,13 +210,14 @@ async def add_server(
             await _withdraw(runtime, backend, server.name, clock, poll, within=5.0)
         raise
     log.info("server %s/%s is UP after %.2fs of checks", backend, server.name, health_wait)
-    return ServerChange(
+    return ServerOutcome(
         backend,
         server.name,
         "added",
         address=server.address,
         status=row.status,
-        check_status=row.check_status,
+        # the last completed check: "* L7OK" only says the next one has begun
+        check_status=row.check_status.removeprefix("* "),
         health_wait=health_wait,
         elapsed=clock.monotonic() - started,
     )
@@ -226,7 +225,7 @@ async def add_server(
 
 async def _existing(
     runtime: RuntimeClient, backend: str, server: Server, state: ServerState, elapsed: float
-) -> ServerChange:
+) -> ServerOutcome:
     """The answer when a server of that name exists: same address no-op, else Conflict."""
     fqdn = state.raw.get("srv_fqdn", "-")
     if state.port != server.port or server.host not in (state.address, fqdn):
@@ -238,7 +237,7 @@ async def _existing(
             detail={"backend": backend, "server": server.name, "address": where},
         )
     row = await _stat_row(runtime, backend, server.name)
-    return ServerChange(
+    return ServerOutcome(
         backend,
         server.name,
         "unchanged",
@@ -251,7 +250,7 @@ async def _existing(
 
 def _passing(row: StatRow) -> bool:
     """Exactly DRAIN (full health, no pending failure) with a completed, passed last check."""
-    return row.status == "DRAIN" and row.check_status in PASSED_CHECKS
+    return row.status == "DRAIN" and check_passed(row.check_status, settled=True)
 
 
 async def _await_checks(
@@ -380,7 +379,7 @@ async def remove_server(
     drain_timeout: float = 30.0,
     delete_timeout: float = 30.0,
     poll: float = 0.05,
-) -> ServerChange:
+) -> ServerOutcome:
     """Drain ``name`` out of ``backend``, then delete it, failing no request.
 
     Waits up to ``drain_timeout`` for its in-use connections (``used_cur``;
@@ -401,7 +400,7 @@ async def remove_server(
     started = clock.monotonic()
     state = await _find_state(runtime, backend, name)
     if state is None:
-        return ServerChange(backend, name, "absent", elapsed=clock.monotonic() - started)
+        return ServerOutcome(backend, name, "absent", elapsed=clock.monotonic() - started)
     address = f"{state.address}:{state.port}"
     drain_wait, lingering = 0.0, 0
     try:
@@ -428,11 +427,11 @@ async def remove_server(
         if not _reply(exc).startswith(_NO_SUCH_SERVER):
             raise
         # someone else removed it meanwhile: the goal is reached all the same
-        return ServerChange(
+        return ServerOutcome(
             backend, name, "removed", address=address, elapsed=clock.monotonic() - started
         )
     log.info("removed server %s/%s (%s)", backend, name, address)
-    return ServerChange(
+    return ServerOutcome(
         backend,
         name,
         "removed",

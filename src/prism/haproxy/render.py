@@ -47,26 +47,26 @@ from prism.core.model import (
     Server,
     Spec,
     backend_name,
+    split_bind,
 )
 from prism.errors import InvalidInput
+from prism.haproxy.layout import HAProxyFiles
 from prism.haproxy.rules import (
     app_rules,
-    check_path,
     check_pin_key,
-    check_word,
     frontend_acls,
     maintenance_body,
     maintenance_file,
     pin_map_name,
     set_cookie_response,
 )
-from prism.node.paths import StatePaths
+from prism.haproxy.tokens import MAP_TOKEN, check_path, check_word
+from prism.names import ADDRESS
 
 __all__ = [
     "RenderMemo",
     "RenderSettings",
     "RenderedFiles",
-    "config_without_servers",
     "derive_maxconn",
     "fd_demand",
     "maintenance_file",
@@ -82,9 +82,6 @@ __all__ = [
 
 _SMOKE_KEY = re.compile(r"[A-Za-z0-9]{16,64}", re.ASCII)
 _TIMEOUT = re.compile(r"[1-9][0-9]{0,8}(?:us|ms|s|m|h|d)?", re.ASCII)
-# A map key or value: a config token's characters plus '@' (pin keys such as
-# user@example may hold one); never whitespace, '#', quotes or controls.
-_MAP_TOKEN = re.compile(r"[A-Za-z0-9._:/%?&=+~@-]+", re.ASCII)
 # The file-descriptor budget: HAProxy holds two fds per proxied connection
 # (client side and server side). The rest is a reserve for listeners, health
 # checks (each check opens its own connection), the admin and master sockets,
@@ -134,6 +131,9 @@ class RenderSettings:
     """Global connection limit; see :func:`derive_maxconn`."""
     smoke_key: str
     """Secret that unlocks smoke routing; ``[A-Za-z0-9]{16,64}``."""
+    listen_address: str | None = None
+    """The address a bind of ``*:PORT`` or ``0.0.0.0:PORT`` takes on this node (a fleet
+    node's ``--listen-address``); None keeps those binds on every address."""
     hard_stop_after: str = "60s"
     timeout_connect: str = "5s"
     timeout_client: str = "30s"
@@ -148,6 +148,14 @@ class RenderSettings:
         if isinstance(self.maxconn, bool) or not _MAXCONN_MIN <= self.maxconn <= _MAXCONN_MAX:
             raise InvalidInput(
                 f"invalid maxconn {self.maxconn!r}", hint=f"use {_MAXCONN_MIN}..{_MAXCONN_MAX}"
+            )
+        if self.listen_address is not None and (
+            not isinstance(self.listen_address, str)
+            or ADDRESS.fullmatch(self.listen_address) is None
+        ):
+            raise InvalidInput(
+                f"invalid listen address {str(self.listen_address)[:80]!r}",
+                hint="an IPv4 address or host name of this node, e.g. 10.0.1.11",
             )
         if not isinstance(self.smoke_key, str) or _SMOKE_KEY.fullmatch(self.smoke_key) is None:
             # Never echo the secret itself.
@@ -221,7 +229,7 @@ def render_map(entries: Iterable[tuple[str, str]]) -> str:
 def _map_token(value: object, what: str) -> str:
     # A map line is "<key> <value>": no whitespace may split a token, and a
     # leading '#' would make the line a comment.
-    if not isinstance(value, str) or _MAP_TOKEN.fullmatch(value) is None:
+    if not isinstance(value, str) or MAP_TOKEN.fullmatch(value) is None:
         raise InvalidInput(f"refusing to write map {what} {str(value)[:80]!r}")
     return value
 
@@ -242,19 +250,9 @@ def server_args(check: HealthCheck, server: Server) -> str:
     )
 
 
-def render(
-    state: DesiredState,
-    paths: StatePaths,
-    settings: RenderSettings,
-    *,
-    include_servers: bool = True,
-) -> RenderedFiles:
-    """Render ``state`` into the config, map and page files for the state dir ``paths``.
-
-    ``include_servers=False`` leaves every ``server`` line out of the config
-    (see :func:`config_without_servers`); the maps and files are the same.
-    """
-    config = render_config(state.spec, paths, settings, include_servers=include_servers)
+def render(state: DesiredState, paths: HAProxyFiles, settings: RenderSettings) -> RenderedFiles:
+    """Render ``state`` into the config, map and page files for the state dir ``paths``."""
+    config = render_config(state.spec, paths, settings)
     maps: dict[str, str] = {}
     files: dict[str, str] = {}
     for app in sorted(state.spec.apps, key=lambda a: a.name):
@@ -264,9 +262,7 @@ def render(
     return RenderedFiles(config=config, maps=MappingProxyType(maps), files=MappingProxyType(files))
 
 
-def render_config(
-    spec: Spec, paths: StatePaths, settings: RenderSettings, *, include_servers: bool = True
-) -> str:
+def render_config(spec: Spec, paths: HAProxyFiles, settings: RenderSettings) -> str:
     """The HAProxy config of ``spec``. It does not depend on routing or pins (those
     live in map files), so a weight move or a pin never changes it."""
     apps = sorted(spec.apps, key=lambda a: a.name)
@@ -279,7 +275,7 @@ def render_config(
         sections.append(_listener_frontend(listener.name, listener.bind, members, paths, settings))
     for app in apps:
         for color in sorted(app.colors, key=lambda c: c.name):
-            sections.append(_backend(app, color, include_servers))
+            sections.append(_backend(app, color))
     # No revision in the header: a config that did not change must render
     # byte-equal, so a runtime-only change never looks like it needs a reload.
     header = "# Rendered by Prism from desired state. Do not edit: Prism rewrites this file.\n"
@@ -287,7 +283,7 @@ def render_config(
 
 
 def render_app_files(
-    state: DesiredState, app: App, paths: StatePaths
+    state: DesiredState, app: App, paths: HAProxyFiles
 ) -> tuple[dict[str, str], dict[str, str]]:
     """One app's map files (weights, one per pin rule) and page files, by file name."""
     maps = {paths.weights_map(app.name).name: render_map(map_entries(state, app))}
@@ -311,7 +307,7 @@ class RenderMemo:
     :func:`render` gives for the same state.
     """
 
-    def __init__(self, paths: StatePaths, settings: RenderSettings) -> None:
+    def __init__(self, paths: HAProxyFiles, settings: RenderSettings) -> None:
         self.paths = paths
         self.settings = settings
         self._spec: Spec | None = None
@@ -353,13 +349,12 @@ class RenderMemo:
                 del self._files[name]
 
 
-def config_without_servers(state: DesiredState, paths: StatePaths, settings: RenderSettings) -> str:
-    """The config with every ``server`` line left out.
-
-    Two states whose configs are equal this way differ only in servers, which
-    the Runtime API can add and remove without a reload.
-    """
-    return render(state, paths, settings, include_servers=False).config
+def _bind(bind: str | None, settings: RenderSettings) -> str:
+    """A listener's bind word; a wildcard host takes the node's listen address, if any."""
+    host, port = split_bind(bind)
+    if settings.listen_address is not None and host in ("*", "0.0.0.0"):
+        bind = f"{settings.listen_address}:{port}"
+    return check_word(bind, "bind address")
 
 
 def _int(value: object) -> int:
@@ -368,7 +363,7 @@ def _int(value: object) -> int:
     return value
 
 
-def _global(paths: StatePaths, settings: RenderSettings) -> list[str]:
+def _global(paths: HAProxyFiles, settings: RenderSettings) -> list[str]:
     # No `daemon`, no user/group: the supervisor runs `haproxy -W -S` in the
     # foreground as Prism's own user.
     return [
@@ -410,7 +405,10 @@ def _admin(settings: RenderSettings) -> list[str]:
 
 
 def _frontend_body(
-    apps: Sequence[tuple[App, str]], paths: StatePaths, settings: RenderSettings, before: list[str]
+    apps: Sequence[tuple[App, str]],
+    paths: HAProxyFiles,
+    settings: RenderSettings,
+    before: list[str],
 ) -> list[str]:
     """ACLs, then ``before`` (e.g. the 404), then every request rule, then every use_backend.
 
@@ -431,10 +429,10 @@ def _frontend_body(
     return lines
 
 
-def _app_frontend(app: App, paths: StatePaths, settings: RenderSettings) -> list[str]:
+def _app_frontend(app: App, paths: HAProxyFiles, settings: RenderSettings) -> list[str]:
     return [
         f"frontend app_{check_word(app.name, 'app')}",
-        f"    bind {check_word(app.bind, 'bind address')}",
+        f"    bind {_bind(app.bind, settings)}",
         *_frontend_body([(app, "")], paths, settings, []),
         # Reached only when no color is usable and the request skipped the
         # maintenance page (a smoke request): HAProxy answers 503 itself.
@@ -443,11 +441,11 @@ def _app_frontend(app: App, paths: StatePaths, settings: RenderSettings) -> list
 
 
 def _listener_frontend(
-    name: str, bind: str, apps: Sequence[App], paths: StatePaths, settings: RenderSettings
+    name: str, bind: str, apps: Sequence[App], paths: HAProxyFiles, settings: RenderSettings
 ) -> list[str]:
     lines = [
         f"frontend listener_{check_word(name, 'listener')}",
-        f"    bind {check_word(bind, 'bind address')}",
+        f"    bind {_bind(bind, settings)}",
     ]
     acls = [f"host_{check_word(app.name, 'app')}" for app in apps]
     for app, acl in zip(apps, acls, strict=True):
@@ -471,7 +469,7 @@ def _listener_frontend(
     return lines
 
 
-def _backend(app: App, color: Color, include_servers: bool) -> list[str]:
+def _backend(app: App, color: Color) -> list[str]:
     check = app.check
     name = check_word(color.name, "color")
     lines = [
@@ -496,9 +494,6 @@ def _backend(app: App, color: Color, include_servers: bool) -> list[str]:
         "    http-request del-header x-prism-smoke-key",
         f"    http-response set-header X-Prism-Color {name}",
     ]
-    if include_servers:
-        for server in sorted(color.servers, key=lambda s: s.name):
-            lines.append(
-                f"    server {check_word(server.name, 'server')} {server_args(check, server)}"
-            )
+    for server in sorted(color.servers, key=lambda s: s.name):
+        lines.append(f"    server {check_word(server.name, 'server')} {server_args(check, server)}")
     return lines

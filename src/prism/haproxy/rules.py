@@ -33,7 +33,8 @@ from prism import names
 from prism.core.buckets import BUCKETS
 from prism.core.model import App, PinRule, backend_name
 from prism.errors import InvalidInput
-from prism.node.paths import SAFE_PATH, StatePaths
+from prism.haproxy.layout import HAProxyFiles
+from prism.haproxy.tokens import check_path, check_word
 
 __all__ = [
     "PAGES_DIR",
@@ -52,10 +53,6 @@ __all__ = [
 PAGES_DIR = "pages"
 """Directory under the state root holding response bodies HAProxy serves from files."""
 
-# One config token: no whitespace (word separator), '#' (comment), quotes,
-# backslash or '$' (HAProxy's escaping and variable expansion), no control
-# characters. The model's patterns are all narrower than this.
-_WORD = re.compile(r"[A-Za-z0-9._:/%?&=+~-]+", re.ASCII)
 # An address pin key: an IPv4/IPv6 address or CIDR, no zone id ('%').
 _ADDRESS_KEY = re.compile(r"[0-9A-Fa-f:.]{2,45}(?:/[0-9]{1,3})?", re.ASCII)
 
@@ -68,21 +65,6 @@ _CONTENT_TYPES = {
 }
 # HAProxy refuses a payload on these statuses ("No body expected").
 _BODILESS = frozenset({204, 304})
-
-
-def check_word(value: object, what: str) -> str:
-    """``value`` if it is one safe config token; InvalidInput otherwise."""
-    if not isinstance(value, str) or _WORD.fullmatch(value) is None:
-        raise InvalidInput(f"refusing to render {what} {str(value)[:80]!r} into haproxy.cfg")
-    return value
-
-
-def check_path(value: object, what: str) -> str:
-    """``str(value)`` if it is a safe absolute path; InvalidInput otherwise."""
-    text = str(value)
-    if SAFE_PATH.fullmatch(text) is None:
-        raise InvalidInput(f"refusing to render {what} path {text[:120]!r} into haproxy.cfg")
-    return text
 
 
 def check_pin_key(rule: PinRule, key: object) -> str:
@@ -171,7 +153,7 @@ def _if(*conditions: str) -> str:
     return f" if {' '.join(present)}" if present else ""
 
 
-def app_rules(app: App, paths: StatePaths, host_acl: str) -> AppRules:
+def app_rules(app: App, paths: HAProxyFiles, host_acl: str) -> AppRules:
     """The routing lines of ``app``; ``host_acl`` names its Host ACL on a shared listener, or ''."""
     app_name = check_word(app.name, "app")
     colors = sorted(app.colors, key=lambda c: c.name)
@@ -220,7 +202,7 @@ def app_rules(app: App, paths: StatePaths, host_acl: str) -> AppRules:
     return AppRules(acls=acls, requests=requests, backends=backends, sets_cookie=sets_cookie)
 
 
-def _maintenance(app: App, paths: StatePaths, host_acl: str, usable: str) -> list[str]:
+def _maintenance(app: App, paths: HAProxyFiles, host_acl: str, usable: str) -> list[str]:
     page = app.maintenance
     status = page.status
     if isinstance(status, bool) or not isinstance(status, int) or not 200 <= status <= 599:
@@ -244,7 +226,7 @@ def _maintenance(app: App, paths: StatePaths, host_acl: str, usable: str) -> lis
     ]
 
 
-def _pins(app: App, paths: StatePaths, host_acl: str) -> list[str]:
+def _pins(app: App, paths: HAProxyFiles, host_acl: str) -> list[str]:
     lines = []
     for rule in app.pins:
         path = check_path(paths.maps / pin_map_name(app.name, check_word(rule.name, "rule")), "pin")

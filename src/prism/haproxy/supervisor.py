@@ -30,6 +30,7 @@ from types import TracebackType
 
 from prism.errors import ConfigRejected, HAProxyError, PrismError, RuntimeAPIError
 from prism.haproxy.binary import HAProxyBinary
+from prism.haproxy.layout import HAProxyFiles
 from prism.haproxy.master import (
     MasterClient,
     ProcInfo,
@@ -37,9 +38,8 @@ from prism.haproxy.master import (
     summarize_errors,
     unix_exchange,
 )
-from prism.node.paths import StatePaths
 
-__all__ = ["Supervisor"]
+__all__ = ["Supervisor", "check_config"]
 
 logger = logging.getLogger("prism.haproxy")
 
@@ -68,7 +68,7 @@ class Supervisor:
 
     def __init__(
         self,
-        paths: StatePaths,
+        paths: HAProxyFiles,
         binary: HAProxyBinary,
         *,
         save_state: Callable[[], Awaitable[None]] | None = None,
@@ -151,37 +151,9 @@ class Supervisor:
         Runs in the state directory, as HAProxy itself does, so relative paths
         in the config resolve the same way. Touches nothing else.
         """
-        # Not "-q": with -q HAProxy 2.8 prints nothing at all, not even the errors.
-        with _exec_errors(self._binary.path):
-            proc = await asyncio.create_subprocess_exec(
-                str(self._binary.path),
-                "-c",
-                "-f",
-                str(config_path),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                cwd=self._paths.root,
-            )
-        try:
-            async with asyncio.timeout(self._check_timeout):
-                raw, _ = await proc.communicate()
-        except TimeoutError as exc:
-            await _kill_child(proc)
-            raise HAProxyError(
-                f"haproxy -c on {config_path} did not finish within {self._check_timeout:g} s",
-                hint="nothing was changed; the previous configuration keeps serving",
-            ) from exc
-        except BaseException:
-            await _kill_child(proc)
-            raise
-        output = raw.decode("utf-8", errors="replace")
-        if proc.returncode != 0:
-            raise ConfigRejected(
-                f"HAProxy rejected {config_path}: {summarize_errors(output)}",
-                hint="nothing was changed; the previous configuration keeps serving",
-                detail={"config": str(config_path), "output": output},
-            )
+        await check_config(
+            self._binary, config_path, cwd=self._paths.root, timeout=self._check_timeout
+        )
 
     async def start(self) -> None:
         """Adopt the running master of this state directory, or start a new one.
@@ -543,6 +515,53 @@ class Supervisor:
             return ""
         lines = data.decode("utf-8", errors="replace").strip().splitlines()
         return "\n".join(lines[-_LOG_TAIL_LINES:])
+
+
+# A bound parameter rather than asyncio.timeout() around the call: the check owns a child
+# process that must be killed when time runs out.
+async def check_config(
+    binary: HAProxyBinary,
+    config_path: Path,
+    *,
+    cwd: Path,
+    timeout: float = 60.0,  # noqa: ASYNC109
+) -> None:
+    """Run ``haproxy -c`` on ``config_path``; raise ConfigRejected if it fails.
+
+    Runs in the state directory, as HAProxy itself does, so relative paths
+    in the config resolve the same way. Touches nothing else.
+    """
+    # Not "-q": with -q HAProxy 2.8 prints nothing at all, not even the errors.
+    with _exec_errors(binary.path):
+        proc = await asyncio.create_subprocess_exec(
+            str(binary.path),
+            "-c",
+            "-f",
+            str(config_path),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            cwd=cwd,
+        )
+    try:
+        async with asyncio.timeout(timeout):
+            raw, _ = await proc.communicate()
+    except TimeoutError as exc:
+        await _kill_child(proc)
+        raise HAProxyError(
+            f"haproxy -c on {config_path} did not finish within {timeout:g} s",
+            hint="nothing was changed; the previous configuration keeps serving",
+        ) from exc
+    except BaseException:
+        await _kill_child(proc)
+        raise
+    output = raw.decode("utf-8", errors="replace")
+    if proc.returncode != 0:
+        raise ConfigRejected(
+            f"HAProxy rejected {config_path}: {summarize_errors(output)}",
+            hint="nothing was changed; the previous configuration keeps serving",
+            detail={"config": str(config_path), "output": output},
+        )
 
 
 @contextlib.contextmanager

@@ -56,7 +56,7 @@ HOSTILE = [
 @pytest.mark.parametrize("name", HOSTILE)
 def test_hostile_app_names_rejected(name: str) -> None:
     """Newline, ;, <<, space, backslash, NUL, non-ASCII, 10 kB: all rejected."""
-    with pytest.raises(InvalidInput):
+    with pytest.raises(InvalidInput, match=r"apps\.0\.name: Value error, invalid name: must match"):
         parse_model(Spec, spec_data(name=name))
 
 
@@ -65,24 +65,24 @@ def test_hostile_color_names_rejected(name: str) -> None:
     """The same hostile values are rejected as color names."""
     data = spec_data(stable=name)
     data["apps"][0]["colors"][0]["name"] = name
-    with pytest.raises(InvalidInput):
+    with pytest.raises(InvalidInput, match=r"apps\.0\.colors\.0\.name: Value error, invalid name"):
         parse_model(Spec, data)
 
 
 @pytest.mark.parametrize(
-    "field",
+    ("field", "why"),
     [
-        {"check": {"path": "/health z"}},
-        {"check": {"path": "/h\nset map x"}},
-        {"check": {"path": "/#comment"}},
-        {"bind": "127.0.0.1:99999"},
-        {"bind": "127.0.0.1:80;x"},
-        {"smoke": {"expect_body": "a\nb"}},
+        ({"check": {"path": "/health z"}}, r"check\.path: Value error, invalid HTTP path"),
+        ({"check": {"path": "/h\nset map x"}}, r"check\.path: Value error, invalid HTTP path"),
+        ({"check": {"path": "/#comment"}}, r"check\.path: Value error, invalid HTTP path"),
+        ({"bind": "127.0.0.1:99999"}, r"invalid port in '127\.0\.0\.1:99999': expected 1\.\.65535"),
+        ({"bind": "127.0.0.1:80;x"}, r"invalid port in '127\.0\.0\.1:80;x': expected 1\.\.65535"),
+        ({"smoke": {"expect_body": "a\nb"}}, r"smoke\.expect_body: Value error, invalid text"),
     ],
 )
-def test_hostile_fields_rejected(field: dict[str, Any]) -> None:
+def test_hostile_fields_rejected(field: dict[str, Any], why: str) -> None:
     """Check paths, binds and smoke bodies are checked as strictly as names."""
-    with pytest.raises(InvalidInput):
+    with pytest.raises(InvalidInput, match=why):
         parse_model(Spec, spec_data(**field))
 
 
@@ -90,11 +90,11 @@ def test_hostile_version_and_server_rejected() -> None:
     """Version labels and server addresses cannot carry config syntax."""
     data = spec_data()
     data["apps"][0]["colors"][0]["version"] = "v1 # x"
-    with pytest.raises(InvalidInput):
+    with pytest.raises(InvalidInput, match=r"colors\.0\.version: Value error, invalid version"):
         parse_model(Spec, data)
     data = spec_data()
     data["apps"][0]["colors"][0]["servers"] = ["127.0.0.1:9001\nserver evil 1.2.3.4:80"]
-    with pytest.raises(InvalidInput):
+    with pytest.raises(InvalidInput, match=r"colors\.0\.servers: Value error, expected host:port"):
         parse_model(Spec, data)
 
 
@@ -140,9 +140,9 @@ def test_routing_defaults_to_stable() -> None:
 
 def test_routing_rejects_inconsistent_layout() -> None:
     """A layout must give each color exactly its weight in buckets."""
-    with pytest.raises(InvalidInput):
+    with pytest.raises(InvalidInput, match="layout gives 'blue' a share other than its weight"):
         parse_model(Routing, {"weights": {"blue": 50, "green": 50}, "layout": ["blue"] * 100})
-    with pytest.raises(InvalidInput):
+    with pytest.raises(InvalidInput, match="weights must sum to 100, these sum to 60"):
         parse_model(Routing, {"weights": {"blue": 60}, "layout": ["blue"] * 60})
     moved = Routing.moved(Routing.only("blue"), {"blue": 70, "green": 30})
     assert moved.previous == {"blue": 100}
@@ -150,24 +150,48 @@ def test_routing_rejects_inconsistent_layout() -> None:
 
 
 @pytest.mark.parametrize(
-    "app",
+    ("app", "why"),
     [
-        {"stickiness": {"source": "cookie"}},
-        {"stickiness": {"source": "header", "name": "X User"}},
-        {"stickiness": {"source": "header", "name": "X-User", "set_cookie": True}},
-        {"stickiness": {"source": "none", "name": "x"}},
-        {"pins": [{"name": "t", "source": "header"}]},
-        {"pins": [{"name": "t", "source": "header", "key": "X-Tenant\nx"}]},
-        {"pins": [{"name": "t", "source": "address", "key": "X"}]},
-        {"pins": [{"name": "t", "source": "query", "key": "a b"}]},
-        {"pins": [{"name": "t", "source": "header", "key": "A"}] * 2},
-        {"maintenance": {"body": "x" * 9000}},
-        {"maintenance": {"status": 99}},
+        ({"stickiness": {"source": "cookie"}}, "stickiness from a cookie needs its 'name'"),
+        (
+            {"stickiness": {"source": "header", "name": "X User"}},
+            "stickiness: Value error, invalid header name",
+        ),
+        (
+            {"stickiness": {"source": "header", "name": "X-User", "set_cookie": True}},
+            "set_cookie needs stickiness from a cookie",
+        ),
+        ({"stickiness": {"source": "none", "name": "x"}}, "stickiness 'none' takes no name"),
+        ({"pins": [{"name": "t", "source": "header"}]}, "pin rule 't' needs a header name"),
+        (
+            {"pins": [{"name": "t", "source": "header", "key": "X-Tenant\nx"}]},
+            "pin rule 't' needs a header name",
+        ),
+        (
+            {"pins": [{"name": "t", "source": "address", "key": "X"}]},
+            "an address pin rule reads the client address and takes no key",
+        ),
+        (
+            {"pins": [{"name": "t", "source": "query", "key": "a b"}]},
+            "pin rule 't' needs a query name",
+        ),
+        (
+            {"pins": [{"name": "t", "source": "header", "key": "A"}] * 2},
+            "app 'shop': duplicate pin rule names",
+        ),
+        (
+            {"maintenance": {"body": "x" * 9000}},
+            r"maintenance\.body: String should have at most 8192 characters",
+        ),
+        (
+            {"maintenance": {"status": 99}},
+            r"maintenance\.status: Input should be greater than or equal to 200",
+        ),
     ],
 )
-def test_hostile_or_inconsistent_routing_fields_rejected(app: dict[str, Any]) -> None:
+def test_hostile_or_inconsistent_routing_fields_rejected(app: dict[str, Any], why: str) -> None:
     """Stickiness, pin rules and maintenance pages are validated like names."""
-    with pytest.raises(InvalidInput):
+    with pytest.raises(InvalidInput, match=why):
         parse_model(Spec, spec_data(**app))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import pytest
@@ -79,7 +80,7 @@ def test_payload_text_ends_with_a_newline_so_the_transport_newline_ends_it() -> 
 
 def test_empty_payload_is_refused() -> None:
     """An empty payload would leave HAProxy waiting; it is never built."""
-    with pytest.raises(UnsafeArgument):
+    with pytest.raises(UnsafeArgument, match="a map payload needs at least one entry"):
         cmd.add_map_payload(MAP, 3, [])
 
 
@@ -108,9 +109,9 @@ def test_no_entries_give_no_payloads() -> None:
 def test_a_hostile_entry_anywhere_rejects_every_payload(bad: str) -> None:
     """One bad key or value among thousands means no command is built."""
     entries = [(f"{i}:{i}", "shop.blue") for i in range(2000)]
-    with pytest.raises(UnsafeArgument):
+    with pytest.raises(UnsafeArgument, match=r"^unsafe map key for the Runtime API: "):
         cmd.add_map_payloads(MAP, 1, [*entries, (bad, "shop.blue")])
-    with pytest.raises(UnsafeArgument):
+    with pytest.raises(UnsafeArgument, match=r"^unsafe map value for the Runtime API: "):
         cmd.add_map_payloads(MAP, 1, [*entries[:5], ("5:5", bad), *entries[5:]])
 
 
@@ -132,12 +133,32 @@ BUILDERS_BY_ARGUMENT: dict[str, Callable[[str], cmd.Command]] = {
     "weight server": lambda v: cmd.set_server_weight(v, "s1", 1),
 }
 
+#: The argument each builder above checks, as its error message names it.
+ARGUMENT_KIND: dict[str, str] = {
+    "backend (state)": "backend name",
+    "backend (conn)": "backend name",
+    "map path": "map path",
+    "map key": "map key",
+    "map value": "map value",
+    "del key": "map key",
+    "prepare path": "map path",
+    "payload path": "map path",
+    "server backend": "backend name",
+    "server name": "server name",
+    "server address": "server address",
+    "state server": "server name",
+    "health server": "backend name",
+    "del server": "server name",
+    "weight server": "backend name",
+}
+
 
 @pytest.mark.parametrize("argument", sorted(BUILDERS_BY_ARGUMENT))
 @pytest.mark.parametrize("bad", HOSTILE)
 def test_every_argument_rejects_hostile_text(argument: str, bad: str) -> None:
     """Newlines, ;, whitespace, backslash, NUL, non-ASCII, empty and long values all raise."""
-    with pytest.raises(UnsafeArgument) as caught:
+    kind = ARGUMENT_KIND[argument]
+    with pytest.raises(UnsafeArgument, match=f"^unsafe {kind} for the Runtime API: ") as caught:
         BUILDERS_BY_ARGUMENT[argument](bad)
     assert isinstance(caught.value, InvalidInput)
 
@@ -145,55 +166,81 @@ def test_every_argument_rejects_hostile_text(argument: str, bad: str) -> None:
 @pytest.mark.parametrize("bad", ["#1", "@1", "#0x55d0c0"])
 def test_keys_cannot_look_like_references_or_versions(bad: str) -> None:
     """A key starting with # or @ would be read as an entry reference or a version."""
-    with pytest.raises(UnsafeArgument):
+    with pytest.raises(UnsafeArgument, match=f"^unsafe map key for the Runtime API: '{bad}' "):
         cmd.del_map(MAP, bad)
 
 
 @pytest.mark.parametrize("bad", ["relative/path.map", "/a b.map", "/a;b", "#5", "/" + "a" * 256])
 def test_map_paths_must_be_safe_absolute_paths(bad: str) -> None:
     """Map paths are absolute and use only letters, digits and . _ / -."""
-    with pytest.raises(UnsafeArgument):
+    with pytest.raises(UnsafeArgument, match=r"^unsafe map path for the Runtime API: "):
         cmd.clear_map(bad)
 
 
 @pytest.mark.parametrize("bad", [None, 1, b"shop", ["shop"]])
 def test_non_strings_are_rejected(bad: object) -> None:
     """Only str arguments are accepted; bytes, numbers and None are refused."""
-    with pytest.raises(UnsafeArgument):
+    pattern = f"^unsafe map path for the Runtime API: {re.escape(repr(bad))} "
+    with pytest.raises(UnsafeArgument, match=pattern):
         cmd.show_map(bad)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
-    "build",
+    ("build", "why"),
     [
-        lambda: cmd.add_server("shop.blue", "s1", "10.0.0.1", 0),
-        lambda: cmd.add_server("shop.blue", "s1", "10.0.0.1", 65536),
-        lambda: cmd.add_server("shop.blue", "s1", "10.0.0.1", True),
-        lambda: cmd.add_server("shop.blue", "s1", "10.0.0.1", "80"),  # type: ignore[arg-type]
-        lambda: cmd.add_server("shop.blue", "s1", "10.0.0.1", 80, inter_ms=0),
-        lambda: cmd.add_server("shop.blue", "s1", "10.0.0.1", 80, rise=0),
-        lambda: cmd.add_server("shop.blue", "s1", "10.0.0.1", 80, weight=257),
-        lambda: cmd.add_server("shop.blue", "s1", "999.0.0.1", 80),
-        lambda: cmd.set_server_weight("shop.blue", "s1", -1),
-        lambda: cmd.set_server_weight("shop.blue", "s1", 256.0),  # type: ignore[arg-type]
-        lambda: cmd.commit_map(MAP, -1),
-        lambda: cmd.commit_map(MAP, 2**32),
-        lambda: cmd.commit_map(MAP, False),
-        lambda: cmd.set_server_state("shop.blue", "s1", "up"),  # type: ignore[arg-type]
-        lambda: cmd.set_server_state("shop.blue", "s1", "ready;clear map x"),  # type: ignore[arg-type]
+        (lambda: cmd.add_server("shop.blue", "s1", "10.0.0.1", 0), "unsafe port .*: 0 "),
+        (lambda: cmd.add_server("shop.blue", "s1", "10.0.0.1", 65536), "unsafe port .*: 65536 "),
+        (lambda: cmd.add_server("shop.blue", "s1", "10.0.0.1", True), "unsafe port .*: True "),
+        (
+            lambda: cmd.add_server("shop.blue", "s1", "10.0.0.1", "80"),  # type: ignore[arg-type]
+            "unsafe port .*: '80' ",
+        ),
+        (
+            lambda: cmd.add_server("shop.blue", "s1", "10.0.0.1", 80, inter_ms=0),
+            r"unsafe check interval \(ms\) .*: 0 ",
+        ),
+        (
+            lambda: cmd.add_server("shop.blue", "s1", "10.0.0.1", 80, rise=0),
+            "unsafe rise count .*: 0 ",
+        ),
+        (
+            lambda: cmd.add_server("shop.blue", "s1", "10.0.0.1", 80, weight=257),
+            "unsafe server weight .*: 257 ",
+        ),
+        (
+            lambda: cmd.add_server("shop.blue", "s1", "999.0.0.1", 80),
+            r"invalid IPv4 address .*: '999\.0\.0\.1' ",
+        ),
+        (lambda: cmd.set_server_weight("shop.blue", "s1", -1), "unsafe server weight .*: -1 "),
+        (
+            lambda: cmd.set_server_weight("shop.blue", "s1", 256.0),  # type: ignore[arg-type]
+            r"unsafe server weight .*: 256\.0 ",
+        ),
+        (lambda: cmd.commit_map(MAP, -1), "unsafe map version .*: -1 "),
+        (lambda: cmd.commit_map(MAP, 2**32), "unsafe map version .*: 4294967296 "),
+        (lambda: cmd.commit_map(MAP, False), "unsafe map version .*: False "),
+        (
+            lambda: cmd.set_server_state("shop.blue", "s1", "up"),  # type: ignore[arg-type]
+            "unsafe server state .*: 'up' ",
+        ),
+        (
+            lambda: cmd.set_server_state("shop.blue", "s1", "ready;clear map x"),  # type: ignore[arg-type]
+            "unsafe server state .*: 'ready;clear map x' ",
+        ),
     ],
 )
-def test_numbers_and_states_are_range_checked(build: Callable[[], cmd.Command]) -> None:
+def test_numbers_and_states_are_range_checked(build: Callable[[], cmd.Command], why: str) -> None:
     """Ports, weights, timings, versions and states outside their range raise."""
-    with pytest.raises(UnsafeArgument):
+    with pytest.raises(UnsafeArgument, match=f"^{why}"):
         build()
 
 
 def test_backend_names_cannot_contain_a_slash() -> None:
     """``/`` separates backend and server, so it is refused inside either name."""
-    with pytest.raises(UnsafeArgument):
+    pattern = "unsafe backend name for the Runtime API: 'shop/blue'"
+    with pytest.raises(UnsafeArgument, match=pattern):
         cmd.del_server("shop/blue", "s1")
-    with pytest.raises(UnsafeArgument):
+    with pytest.raises(UnsafeArgument, match="unsafe server name for the Runtime API: 's/1'"):
         cmd.del_server("shop.blue", "s/1")
 
 

@@ -107,9 +107,9 @@ def test_parse_show_proc_without_workers() -> None:
 
 def test_parse_show_proc_rejects_other_replies() -> None:
     """A reply without a master row raises RuntimeAPIError."""
-    with pytest.raises(RuntimeAPIError):
+    with pytest.raises(RuntimeAPIError, match='unexpected reply to show proc: "Unknown command'):
         parse_show_proc("Unknown command: 'show', ...\n")
-    with pytest.raises(RuntimeAPIError):
+    with pytest.raises(RuntimeAPIError, match=r"unexpected reply to show proc: '\(empty\)'"):
         parse_show_proc("")
 
 
@@ -182,6 +182,6 @@ async def test_exchange_times_out(fake_master: tuple[Path, list[bytes]]) -> None
 
 async def test_exchange_without_socket(tmp_path: Path) -> None:
     """A missing socket raises RuntimeAPIError chained to the OSError."""
-    with pytest.raises(RuntimeAPIError) as caught:
+    with pytest.raises(RuntimeAPIError, match=r"none\.sock: No such file or directory") as caught:
         await unix_exchange(tmp_path / "none.sock", "show proc", timeout=1)
     assert isinstance(caught.value.__cause__, OSError)

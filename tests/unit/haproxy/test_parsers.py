@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from prism.errors import RuntimeAPIError
@@ -202,7 +204,7 @@ def test_show_stat_uses_the_header_not_positions() -> None:
 )
 def test_show_stat_rejects_other_replies(text: str) -> None:
     """A reply without the CSV header, or with a non-number counter, raises."""
-    with pytest.raises(RuntimeAPIError):
+    with pytest.raises(RuntimeAPIError, match=r"^unexpected show stat reply from HAProxy"):
         parse_show_stat(text)
 
 
@@ -234,7 +236,7 @@ def test_servers_state_by_header() -> None:
 )
 def test_servers_state_rejects_other_replies(text: str) -> None:
     """Another version, an error or a short row raises instead of guessing."""
-    with pytest.raises(RuntimeAPIError):
+    with pytest.raises(RuntimeAPIError, match=r"^unexpected show servers state reply from HAProxy"):
         parse_servers_state(text)
 
 
@@ -277,7 +279,7 @@ def test_servers_conn_with_four_threads() -> None:
 @pytest.mark.parametrize("text", ["Can't find backend.\n\n", "# bkname/svname a b\nx/y 1\n"])
 def test_servers_conn_rejects_other_replies(text: str) -> None:
     """An error or a row of the wrong width raises."""
-    with pytest.raises(RuntimeAPIError):
+    with pytest.raises(RuntimeAPIError, match=r"^unexpected show servers conn reply from HAProxy"):
         parse_servers_conn(text)
 
 
@@ -299,7 +301,7 @@ def test_show_map_empty_and_values_with_spaces() -> None:
 
 def test_show_map_rejects_an_error_reply() -> None:
     """An error text is not taken for map entries."""
-    with pytest.raises(RuntimeAPIError):
+    with pytest.raises(RuntimeAPIError, match=r"^unexpected show map reply from HAProxy"):
         parse_show_map("Unknown map identifier. Please use #<id> or <file>.\n\n")
 
 
@@ -310,14 +312,14 @@ def test_show_info() -> None:
     assert info["Version"] == "2.8.25-5cf5d0683"
     assert info["Uptime"] == "0d 0h00m11s"
     assert info["Build info"] == "2.8.25-5cf5d0683"
-    with pytest.raises(RuntimeAPIError):
+    with pytest.raises(RuntimeAPIError, match=r"^unexpected show info reply from HAProxy"):
         parse_show_info("Permission denied\n\n")
 
 
 def test_new_version() -> None:
     """The version number is read from 'New version created: N'."""
     assert parse_new_version("New version created: 42\n\n") == 42
-    with pytest.raises(RuntimeAPIError):
+    with pytest.raises(RuntimeAPIError, match=r"^unexpected prepare map reply from HAProxy"):
         parse_new_version("Unknown map identifier. Please use #<id> or <file>.\n\n")
 
 
@@ -366,9 +368,10 @@ REFUSALS = [
 @pytest.mark.parametrize(("command", "reply"), REFUSALS)
 def test_refusals_raise_with_haproxys_text(command: cmd.Command, reply: str) -> None:
     """Each real refusal raises RuntimeAPIError carrying HAProxy's first line."""
-    with pytest.raises(RuntimeAPIError) as caught:
-        check_reply(command, reply)
     first = reply.strip("\n").split("\n", 1)[0]
+    refusal = f"^HAProxy refused {re.escape(repr(command.summary))}: {re.escape(first)}"
+    with pytest.raises(RuntimeAPIError, match=refusal) as caught:
+        check_reply(command, reply)
     assert first in str(caught.value)
     assert caught.value.detail["command"] == command.summary
 

@@ -56,7 +56,8 @@ async def test_show_stat_of_some_proxies_sends_one_filtered_command_each() -> No
 async def test_show_stat_of_a_hostile_proxy_name_sends_nothing() -> None:
     """The proxy name is an argument like any other: checked before anything is sent."""
     transport = FakeTransport({})
-    with pytest.raises(UnsafeArgument):
+    pattern = r"unsafe proxy name for the Runtime API: 'shop\.blue;"
+    with pytest.raises(UnsafeArgument, match=pattern):
         await RuntimeClient(transport).show_stat("shop.blue;shutdown sessions")
     assert transport.sent == []
 
@@ -138,34 +139,41 @@ async def test_a_refused_payload_is_never_committed() -> None:
     assert transport.sent[-1].startswith("add map @4")
 
 
-HOSTILE_CALLS: list[Callable[[RuntimeClient], Awaitable[object]]] = [
-    lambda c: c.set_map(MAP, "0:99", "shop.green\nclear map " + MAP),
-    lambda c: c.set_map(MAP, "0:99;clear", "shop.green"),
-    lambda c: c.add_map(MAP, "acme", "shop green"),
-    lambda c: c.del_map(MAP, "#0x55d0"),
-    lambda c: c.show_map(MAP + "\n"),
-    lambda c: c.clear_map("maps/relative.map"),
-    lambda c: c.commit_map(MAP, True),
-    lambda c: c.replace_map(MAP, [("0:49", "shop.blue"), ("50:99", "shop.green\n\nshow info")]),
-    lambda c: c.replace_map(MAP, [("0:49", "shop.blue"), ("", "shop.green")]),
-    lambda c: c.show_servers_state("shop.blue\\"),
-    lambda c: c.add_server("shop.blue", "s1", "10.0.0.1 check", 80),
-    lambda c: c.add_server("shop.blue", "s1", "10.0.0.1", 80, weight=1000),
-    lambda c: c.set_server_state("shop.blue", "s1", "ready\nshow info"),  # type: ignore[arg-type]
-    lambda c: c.enable_health("shop.blue", "s\x001"),
-    lambda c: c.del_server("shop.blue", "sé"),
-    lambda c: c.set_server_weight("shop.blue", "s1", 300),
+#: Each call with a hostile argument, and the argument its refusal names.
+HOSTILE_CALLS: list[tuple[Callable[[RuntimeClient], Awaitable[object]], str]] = [
+    (lambda c: c.set_map(MAP, "0:99", "shop.green\nclear map " + MAP), "map value"),
+    (lambda c: c.set_map(MAP, "0:99;clear", "shop.green"), "map key"),
+    (lambda c: c.add_map(MAP, "acme", "shop green"), "map value"),
+    (lambda c: c.del_map(MAP, "#0x55d0"), "map key"),
+    (lambda c: c.show_map(MAP + "\n"), "map path"),
+    (lambda c: c.clear_map("maps/relative.map"), "map path"),
+    (lambda c: c.commit_map(MAP, True), "map version"),
+    (
+        lambda c: c.replace_map(MAP, [("0:49", "shop.blue"), ("50:99", "shop.green\n\nshow info")]),
+        "map value",
+    ),
+    (lambda c: c.replace_map(MAP, [("0:49", "shop.blue"), ("", "shop.green")]), "map key"),
+    (lambda c: c.show_servers_state("shop.blue\\"), "backend name"),
+    (lambda c: c.add_server("shop.blue", "s1", "10.0.0.1 check", 80), "server address"),
+    (lambda c: c.add_server("shop.blue", "s1", "10.0.0.1", 80, weight=1000), "server weight"),
+    (
+        lambda c: c.set_server_state("shop.blue", "s1", "ready\nshow info"),  # type: ignore[arg-type]
+        "server state",
+    ),
+    (lambda c: c.enable_health("shop.blue", "s\x001"), "server name"),
+    (lambda c: c.del_server("shop.blue", "sé"), "server name"),
+    (lambda c: c.set_server_weight("shop.blue", "s1", 300), "server weight"),
 ]
 
 
-@pytest.mark.parametrize("call", HOSTILE_CALLS)
+@pytest.mark.parametrize(("call", "refused"), HOSTILE_CALLS)
 async def test_hostile_arguments_send_nothing(
-    call: Callable[[RuntimeClient], Awaitable[object]],
+    call: Callable[[RuntimeClient], Awaitable[object]], refused: str
 ) -> None:
     """A hostile argument raises UnsafeArgument before the transport sees any text."""
     haproxy = FakeHAProxy({MAP: [("0:99", "shop.blue")]})
     client, transport = _client(haproxy)
-    with pytest.raises(UnsafeArgument):
+    with pytest.raises(UnsafeArgument, match=f"^unsafe {refused} for the Runtime API: "):
         await call(client)
     assert transport.sent == []
     assert haproxy.entries(MAP) == [("0:99", "shop.blue")]
@@ -227,7 +235,7 @@ async def test_fake_transport_refuses_unscripted_commands_and_raises_scripted_er
     client = RuntimeClient(transport)
     with pytest.raises(RuntimeAPIError, match="socket gone"):
         await client.show_info()
-    with pytest.raises(UnexpectedCommand):
+    with pytest.raises(UnexpectedCommand, match="FakeTransport has no reply for 'show stat'"):
         await client.show_stat()
     assert transport.sent == ["show info", "show stat"]
 
@@ -329,5 +337,5 @@ async def test_unix_transport_caps_the_reply(serve: Callable[[_Server], Awaitabl
 async def test_unix_transport_refuses_non_ascii(sock_dir: Path) -> None:
     """Text that no builder could produce is refused before connecting."""
     transport = UnixSocketTransport(sock_dir / "absent.sock")
-    with pytest.raises(UnsafeArgument):
+    with pytest.raises(UnsafeArgument, match="Runtime API commands must be ASCII"):
         await transport.request("show map /é.map")

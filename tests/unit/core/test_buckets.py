@@ -389,14 +389,20 @@ INVALID_WEIGHTS: list[dict[str, Any]] = [
 ]
 
 
+#: What check_weights says about a bad weight, or about weights not summing to 100.
+BAD_WEIGHTS = r"must be a whole number from 0 to 100, not |weights must sum to 100, these sum to "
+#: ... and what pydantic says first about a non-integer in a Routing field.
+NOT_AN_INT = "Input should be a valid integer"
+
+
 @pytest.mark.parametrize("w", INVALID_WEIGHTS, ids=repr)
 def test_check_weights_rejects_bad_weights(w: dict[str, Any]) -> None:
     """Sums other than 100, negatives, >100, non-integers and bools raise InvalidInput."""
-    with pytest.raises(InvalidInput):
+    with pytest.raises(InvalidInput, match=BAD_WEIGHTS):
         check_weights(w)
-    with pytest.raises(InvalidInput):
+    with pytest.raises(InvalidInput, match=BAD_WEIGHTS):
         relayout(None, w)
-    with pytest.raises(InvalidInput):
+    with pytest.raises(InvalidInput, match=BAD_WEIGHTS):
         Routing.moved(None, w)
 
 
@@ -415,7 +421,7 @@ def test_check_weights_rejects_bad_weights(w: dict[str, Any]) -> None:
 )
 def test_check_weights_rejects_any_bad_value(w: dict[str, int], color: str, bad: Any) -> None:
     """Any weight that is not a whole number 0..100 is rejected, whatever the others are."""
-    with pytest.raises(InvalidInput):
+    with pytest.raises(InvalidInput, match=f"weight of {color!r} must be a whole number"):
         check_weights({**w, color: bad})
 
 
@@ -487,10 +493,14 @@ def test_routing_rejects_a_layout_inconsistent_with_its_weights(
     assert Routing(weights=w, layout=layout).layout == layout
     other = [c for c in COLORS if c != layout[bucket]][pick]
     recolored = (*layout[:bucket], other, *layout[bucket + 1 :])
-    for bad in (recolored, layout[:-1], (*layout, layout[0])):
-        with pytest.raises(ValidationError):
+    for bad, why in (
+        (recolored, "a share other than its weight"),
+        (layout[:-1], "a layout has exactly 100 buckets"),
+        ((*layout, layout[0]), "a layout has exactly 100 buckets"),
+    ):
+        with pytest.raises(ValidationError, match=why):
             Routing(weights=w, layout=bad)
-        with pytest.raises(InvalidInput):
+        with pytest.raises(InvalidInput, match=why):
             parse_model(Routing, {"weights": w, "layout": list(bad)})
 
 
@@ -513,19 +523,19 @@ def test_routing_stores_weights_sorted_without_zeros(previous: dict[str, int] | 
 def test_routing_rejects_what_check_weights_rejects(w: dict[str, Any]) -> None:
     """Routing is as strict as check_weights, for weights and for previous."""
     blue = ("blue",) * BUCKETS
-    with pytest.raises((ValidationError, InvalidInput)):
+    with pytest.raises((ValidationError, InvalidInput), match=f"{BAD_WEIGHTS}|{NOT_AN_INT}"):
         Routing(weights=w, layout=blue)
-    with pytest.raises((ValidationError, InvalidInput)):
+    with pytest.raises((ValidationError, InvalidInput), match=f"{BAD_WEIGHTS}|{NOT_AN_INT}"):
         Routing(weights={"blue": 100}, layout=blue, previous=w)
-    with pytest.raises(InvalidInput):
+    with pytest.raises(InvalidInput, match=f"{BAD_WEIGHTS}|weights\\.blue: {NOT_AN_INT}"):
         parse_model(Routing, {"weights": w, "layout": list(blue)})
-    with pytest.raises(InvalidInput):
+    with pytest.raises(InvalidInput, match=f"{BAD_WEIGHTS}|previous\\.blue: {NOT_AN_INT}"):
         parse_model(Routing, {"weights": {"blue": 100}, "layout": list(blue), "previous": w})
 
 
 def test_routing_rejects_bad_color_names_in_the_layout() -> None:
     """Layout entries must be valid color names."""
-    with pytest.raises(InvalidInput):
+    with pytest.raises(InvalidInput, match=r"layout\.0: Value error, invalid name: must match"):
         parse_model(Routing, {"weights": {"blue": 100}, "layout": ["Blue"] * BUCKETS})
 
 

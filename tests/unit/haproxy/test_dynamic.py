@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from prism.core.model import HealthCheck, Server
+from prism.core.readings import PASSED_CHECKS
 from prism.errors import (
     Conflict,
     GateFailed,
@@ -28,8 +29,7 @@ from prism.errors import (
 )
 from prism.haproxy.dynamic import (
     LINGERING_REPLY,
-    PASSED_CHECKS,
-    ServerChange,
+    ServerOutcome,
     add_server,
     default_add_timeout,
     remove_server,
@@ -300,7 +300,7 @@ NEW = Server(name="s2", host="127.0.0.1", port=8002)
 FAST = HealthCheck(path="/healthz", inter_ms=100, rise=2, fall=1)
 
 
-async def _add(rig: Rig, check: HealthCheck = FAST, **kwargs: float) -> ServerChange:
+async def _add(rig: Rig, check: HealthCheck = FAST, **kwargs: float) -> ServerOutcome:
     return await add_server(rig.runtime, BACKEND, NEW, check, clock=rig.clock, **kwargs)
 
 
@@ -330,7 +330,8 @@ async def test_add_walks_maint_drain_ready_and_ends_up(rig: Rig) -> None:
 async def test_drain_shown_before_any_check_is_not_accepted(rig: Rig) -> None:
     """fall 1 makes HAProxy show exactly DRAIN (check INI) at once; that alone never opens it."""
     rig.sim.probes["s2"] = refused
-    with pytest.raises(GateFailed) as caught:
+    pattern = r"server s2 \(127\.0\.0\.1:8002\) failed its health"
+    with pytest.raises(GateFailed, match=pattern) as caught:
         await _add(rig)
     assert rig.sent("set server app/s2 state ready") == []
     assert rig.sim.readings["s2"][0] == ("DRAIN", "INI")  # shown, and refused
@@ -375,7 +376,7 @@ async def test_rise_is_counted_even_though_leaving_maint_skips_it(rig: Rig) -> N
     check = HealthCheck(inter_ms=100, rise=3, fall=1)
     first = rig.clock.t + 0.1  # the first check after enable health
     rig.sim.probes["s2"] = lambda t: PASSED if t <= first + 0.01 else REFUSED
-    with pytest.raises(GateFailed):
+    with pytest.raises(GateFailed, match="failed its health checks: DOWN, last check L4CON"):
         await _add(rig, check)
     assert rig.sent("set server app/s2 state ready") == []
 
@@ -403,7 +404,7 @@ async def test_a_server_that_fails_after_ready_is_taken_out_again(rig: Rig) -> N
         server.health, server.check_status, server.probe = 0, REFUSED, refused
 
     rig.sim.on_ready = dies
-    with pytest.raises(GateFailed) as caught:
+    with pytest.raises(GateFailed, match="did not come UP after its checks passed") as caught:
         await _add(rig)
     assert "did not come UP after its checks passed: DOWN" in str(caught.value)
     assert "it was taken out again" in str(caught.value)
@@ -424,7 +425,7 @@ async def test_default_timeout_is_max_10s_or_inter_times_rise_plus_2(
     assert default_add_timeout(check) == limit
     rig.sim.probes["s2"] = refused
     started = rig.clock.t
-    with pytest.raises(GateFailed):
+    with pytest.raises(GateFailed, match="failed its health checks: DOWN, last check L4CON"):
         await _add(rig, check)
     assert limit <= rig.clock.t - started <= limit + 0.1
 
@@ -433,7 +434,7 @@ async def test_an_explicit_timeout_is_honoured(rig: Rig) -> None:
     """timeout= bounds the wait for the checks."""
     rig.sim.probes["s2"] = refused
     started = rig.clock.t
-    with pytest.raises(GateFailed):
+    with pytest.raises(GateFailed, match="failed its health checks: DOWN, last check L4CON"):
         await _add(rig, timeout=1.5)
     assert 1.5 <= rig.clock.t - started <= 1.6
 
@@ -459,10 +460,12 @@ async def test_cancelling_mid_check_withdraws_the_server(rig: Rig) -> None:
     rig.sim.probes["s2"] = refused
     task = asyncio.create_task(_add(rig))
     await rig.sim.drained.wait()
+    # Not a wait: five turns of the loop put the add mid-check under the fake clock;
+    # pausing in real time instead would let that clock run out the whole check.
     for _ in range(5):
         await asyncio.sleep(0)
     task.cancel()
-    with pytest.raises(asyncio.CancelledError):
+    with pytest.raises(asyncio.CancelledError, match=r"^$"):  # a bare cancel() carries no message
         await task
     assert "s2" not in rig.sim.servers
     assert rig.sent("set server app/s2 state ready") == []
@@ -475,41 +478,41 @@ async def test_unknown_backend_raises_before_any_change(rig: Rig) -> None:
     assert rig.changes() == []
 
 
+#: (backend, server name, what the refusal names): the first unsafe argument.
 HOSTILE_NAMES = [
-    ("app;show info", "s2"),
-    ("app", "s2;del server app/s1"),
-    ("app", "s2\nshutdown sessions server app/s1"),
-    ("app", "s 2"),
-    ("app", "#1"),
-    ("app/s1", "s2"),
+    ("app;show info", "s2", "unsafe backend name"),
+    ("app", "s2;del server app/s1", "unsafe server name"),
+    ("app", "s2\nshutdown sessions server app/s1", "unsafe server name"),
+    ("app", "s 2", "unsafe server name"),
+    ("app", "#1", "unsafe server name"),
+    ("app/s1", "s2", "unsafe backend name"),
 ]
 HOSTILE_SERVERS = [
-    ("app;show info", "s2", "127.0.0.1"),
-    ("app", "s2;del server app/s1", "127.0.0.1"),
-    ("app", "s2\nshutdown sessions server app/s1", "127.0.0.1"),
-    ("app", "s 2", "127.0.0.1"),
-    ("app", "#1", "127.0.0.1"),
-    ("app/s1", "s2", "127.0.0.1"),
-    ("app", "s2", "127.0.0.1:80 backup"),
-    ("app", "s2", "127.0.0.1;clear map x"),
-    ("app", "s2", "999.1.1.1"),
+    *((backend, name, "127.0.0.1", refused) for backend, name, refused in HOSTILE_NAMES),
+    ("app", "s2", "127.0.0.1:80 backup", "unsafe server address"),
+    ("app", "s2", "127.0.0.1;clear map x", "unsafe server address"),
+    ("app", "s2", "999.1.1.1", "invalid IPv4 address"),
 ]
 
 
-@pytest.mark.parametrize(("backend", "name", "host"), HOSTILE_SERVERS)
-async def test_hostile_add_sends_nothing(rig: Rig, backend: str, name: str, host: str) -> None:
+@pytest.mark.parametrize(("backend", "name", "host", "refused"), HOSTILE_SERVERS)
+async def test_hostile_add_sends_nothing(
+    rig: Rig, backend: str, name: str, host: str, refused: str
+) -> None:
     """An unsafe backend, name or address raises UnsafeArgument before any command is sent."""
     # model_construct skips the model's validation, as a careless caller might
     server = Server.model_construct(name=name, host=host, port=8002)
-    with pytest.raises(UnsafeArgument):
+    with pytest.raises(UnsafeArgument, match=f"^{refused} for the Runtime API: "):
         await add_server(rig.runtime, backend, server, FAST, clock=rig.clock)
     assert rig.transport.sent == []
 
 
-@pytest.mark.parametrize(("backend", "name"), HOSTILE_NAMES)
-async def test_hostile_remove_sends_nothing(rig: Rig, backend: str, name: str) -> None:
+@pytest.mark.parametrize(("backend", "name", "refused"), HOSTILE_NAMES)
+async def test_hostile_remove_sends_nothing(
+    rig: Rig, backend: str, name: str, refused: str
+) -> None:
     """remove_server validates its names before anything is sent."""
-    with pytest.raises(UnsafeArgument):
+    with pytest.raises(UnsafeArgument, match=f"^{refused} for the Runtime API: "):
         await remove_server(rig.runtime, backend, name, clock=rig.clock)
     assert rig.transport.sent == []
 
@@ -517,9 +520,10 @@ async def test_hostile_remove_sends_nothing(rig: Rig, backend: str, name: str) -
 @pytest.mark.parametrize("poll", [0.0, -1.0, math.nan])
 async def test_poll_must_be_positive(rig: Rig, poll: float) -> None:
     """A non-positive poll interval is refused before anything is sent."""
-    with pytest.raises(InvalidInput):
+    refused = f"poll must be a positive number of seconds, not {poll}$"
+    with pytest.raises(InvalidInput, match=refused):
         await _add(rig, poll=poll)
-    with pytest.raises(InvalidInput):
+    with pytest.raises(InvalidInput, match=refused):
         await remove_server(rig.runtime, BACKEND, "s1", clock=rig.clock, poll=poll)
     assert rig.transport.sent == []
 
@@ -569,7 +573,7 @@ async def test_remove_goes_ahead_after_drain_timeout_and_retries_delete(rig: Rig
 async def test_remove_gives_up_after_delete_timeout(rig: Rig) -> None:
     """A connection that never ends makes it raise HAProxyError; the server stays in maint."""
     rig.sim.servers["s1"].used = 1
-    with pytest.raises(HAProxyError) as caught:
+    with pytest.raises(HAProxyError, match="could not be deleted: HAProxy still reports") as caught:
         await remove_server(
             rig.runtime, BACKEND, "s1", clock=rig.clock, drain_timeout=0.5, delete_timeout=2.0
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Collection
 
 import pytest
@@ -216,7 +217,7 @@ def test_apportion_parts_are_whole_exact_and_within_1(amount: int, basis: dict[s
     """apportion's parts sum to the amount and each is within 1 of its exact share."""
     total = sum(basis.values())
     if total == 0:
-        with pytest.raises(InvalidInput):
+        with pytest.raises(InvalidInput, match="non-negative weights with a positive total"):
             apportion(amount, basis)
         return
     parts = apportion(amount, basis)
@@ -337,7 +338,7 @@ def test_round_trip_simple_canary() -> None:
 
 def test_conflict_names_the_donors_and_their_share() -> None:
     """Too little share to take raises Conflict with the numbers in the message."""
-    with pytest.raises(Conflict) as caught:
+    with pytest.raises(Conflict, match="cannot give green 50%") as caught:
         set_share({"blue": 30, "red": 70}, "green", 50, donors={"blue"})
     assert caught.value.message == (
         "cannot give green 50%: it holds 0% and the colors it may take from (blue) hold only 30%"
@@ -367,22 +368,42 @@ def test_target_among_donors_is_ignored() -> None:
 @pytest.mark.parametrize("share", [-1, 101, 5.5, True, "50", None])
 def test_bad_share_is_invalid_input(share: object) -> None:
     """A share must be a whole number 0..100 (bools and strings rejected)."""
-    with pytest.raises(InvalidInput):
+    pattern = f"a share is a whole number from 0 to 100, not {re.escape(repr(share))}$"
+    with pytest.raises(InvalidInput, match=pattern):
         set_share({"blue": 100}, "green", share)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
-    ("weights", "kwargs"),
+    ("weights", "kwargs", "why"),
     [
-        pytest.param({"blue": 90}, {}, id="sum-not-100"),
-        pytest.param({"blue": 110, "red": -10}, {}, id="out-of-range"),
-        pytest.param({"blue": 100}, {"source": "green"}, id="source-is-target"),
-        pytest.param({"blue": 100}, {"restore": {"blue": -1}}, id="bad-restore"),
+        pytest.param(
+            {"blue": 90}, {}, "weights must sum to 100, these sum to 90", id="sum-not-100"
+        ),
+        pytest.param(
+            {"blue": 110, "red": -10},
+            {},
+            "weight of 'blue' must be a whole number from 0 to 100, not 110",
+            id="out-of-range",
+        ),
+        pytest.param(
+            {"blue": 100},
+            {"source": "green"},
+            "'green' cannot be its own source",
+            id="source-is-target",
+        ),
+        pytest.param(
+            {"blue": 100},
+            {"restore": {"blue": -1}},
+            "restore weight of 'blue' must be a whole number from 0 to 100, not -1",
+            id="bad-restore",
+        ),
     ],
 )
-def test_bad_inputs_are_invalid_input(weights: Weights, kwargs: dict[str, object]) -> None:
+def test_bad_inputs_are_invalid_input(
+    weights: Weights, kwargs: dict[str, object], why: str
+) -> None:
     """Malformed weights, a target as its own source or bad restore weights are rejected."""
-    with pytest.raises(InvalidInput):
+    with pytest.raises(InvalidInput, match=why):
         set_share(weights, "green", 10, **kwargs)  # type: ignore[arg-type]
 
 

@@ -1,0 +1,143 @@
+"""What the data plane reports: servers' exact health, backend counters, smoke replies. Pure.
+
+These values cross the data-plane seam (:mod:`prism.dataplane`) upwards: the
+local data plane reads them from its HAProxy, the fleet data plane from every
+node's report. Gates and analysis judge them; nothing here talks to HAProxy.
+
+A server is **ready** for traffic only when its status is exactly ``UP``
+(``UP 1/2`` is still short of its rise count) *and* a health check has run and
+passed: HAProxy reports a never-checked server as ``UP`` too. This module holds
+the one definition of "a passed check" (:func:`check_passed`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from prism.errors import InvalidInput
+
+__all__ = [
+    "PASSED_CHECKS",
+    "Counters",
+    "ServerReading",
+    "SmokeReply",
+    "check_passed",
+]
+
+#: Last-check results that mean a check really ran and passed.
+PASSED_CHECKS = frozenset({"L4OK", "L6OK", "L7OK"})
+
+_COUNTER_FIELDS = ("requests", "errors_5xx", "mean_response_ms")
+
+
+def check_passed(check_status: str, *, settled: bool = False) -> bool:
+    """Whether HAProxy's ``check_status`` says the last completed check passed.
+
+    ``* L7OK`` reads so while the next check is in progress: the last one
+    passed, which a gate accepts. ``settled`` refuses it too (the running
+    check's outcome is still open): the strictness wanted at the moment a new
+    server is let in. ``INI`` (none yet), ``L4CON``, ``L7STS`` ... never pass.
+    """
+    if settled:
+        return check_status in PASSED_CHECKS
+    return check_status.removeprefix("* ").strip() in PASSED_CHECKS
+
+
+@dataclass(frozen=True, slots=True)
+class ServerReading:
+    """One server of one backend as one HAProxy sees it.
+
+    ``status`` is HAProxy's exact string (``UP``, ``UP 1/2``, ``DOWN``,
+    ``MAINT``, ``DRAIN`` ...); ``in_use`` counts connections being served (idle
+    pooled ones excluded). ``node`` names the HAProxy in fleet mode ("" on a
+    single node).
+    """
+
+    backend: str
+    server: str
+    status: str
+    check_status: str = ""
+    in_use: int = 0
+    weight: int = 1
+    address: str = ""
+    node: str = ""
+
+    @property
+    def checked_ok(self) -> bool:
+        return check_passed(self.check_status)
+
+    @property
+    def ready(self) -> bool:
+        """Exactly ``UP`` with a passed check: safe to send traffic to."""
+        return self.status == "UP" and self.checked_ok
+
+    @property
+    def where(self) -> str:
+        """``s1`` on one node, ``s1@lb-2`` in a fleet: for messages."""
+        return f"{self.server}@{self.node}" if self.node else self.server
+
+
+@dataclass(frozen=True, slots=True)
+class Counters:
+    """A backend's HTTP counters: a snapshot, or a window between two snapshots.
+
+    ``requests`` counts HTTP transactions that ended with a status (the sum of
+    HAProxy's ``hrsp_*`` columns); ``errors_5xx`` those with a 5xx;
+    ``mean_response_ms`` is HAProxy's moving average of the server response
+    time (``rtime``), a gauge rather than a count. Summed over nodes in a fleet.
+    """
+
+    requests: int
+    errors_5xx: int
+    mean_response_ms: int
+
+    def __post_init__(self) -> None:
+        for name in _COUNTER_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InvalidInput(f"counter {name} must be a whole number >= 0, not {value!r}")
+        if self.errors_5xx > self.requests:
+            raise InvalidInput(
+                f"{self.errors_5xx} 5xx responses cannot exceed {self.requests} requests"
+            )
+
+    @property
+    def ratio_5xx(self) -> float:
+        """The share of requests answered with a 5xx, 0.0 without requests."""
+        return self.errors_5xx / self.requests if self.requests else 0.0
+
+    def to_dict(self) -> dict[str, int]:
+        """Plain data for the store."""
+        return {name: getattr(self, name) for name in _COUNTER_FIELDS}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Counters:
+        """The counters :meth:`to_dict` saved; :class:`~prism.errors.InvalidInput` if malformed."""
+        missing = [name for name in _COUNTER_FIELDS if name not in data]
+        if missing:
+            raise InvalidInput(f"saved counters lack {', '.join(missing)}")
+        return cls(data["requests"], data["errors_5xx"], data["mean_response_ms"])
+
+    @classmethod
+    def total(cls, parts: list[Counters]) -> Counters:
+        """Counters of several HAProxy nodes as one: counts add up, the mean response
+        time is weighted by each node's requests."""
+        requests = sum(p.requests for p in parts)
+        errors = sum(p.errors_5xx for p in parts)
+        if requests:
+            mean = round(sum(p.mean_response_ms * p.requests for p in parts) / requests)
+        else:
+            mean = max((p.mean_response_ms for p in parts), default=0)
+        return cls(requests, errors, mean)
+
+
+@dataclass(frozen=True, slots=True)
+class SmokeReply:
+    """What one smoke request through an app's listener got back (or why it got nothing)."""
+
+    status: int | None
+    body: str = ""
+    error: str | None = None
+    node: str = ""
