@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import weakref
 
-from prism.core.keys import APPS, LISTENERS, PINS, ROUTING, SPEC, decode_state
+from prism.core.keys import APPS, DESIRED, LISTENERS, PINS, ROUTING, SPEC, decode_state
 from prism.core.model import DesiredState, Spec
 from prism.types import Store
 
@@ -21,20 +21,28 @@ _specs: weakref.WeakKeyDictionary[object, tuple[tuple[int, int], Spec]] = (
 
 
 async def load_state(store: Store) -> DesiredState:
-    """The desired state; its revision is the newest mod revision among its spec, routing
-    and pin entries (a deletion leaves no entry, so it does not advance it)."""
+    """The desired state, with the revision of the newest change to it.
+
+    Every change goes through :class:`~prism.dataplane.change.Changes`, which
+    also rewrites the ``desired`` key, so that key's revision counts deletions
+    too (they leave no entry whose revision could say so). It is read first:
+    every change up to it is in the entries read after it.
+    """
+    marker = await store.get(DESIRED)
     stamp = await store.stamp(SPEC)
     routing = await store.list(ROUTING)
     pins = await store.list(PINS)
     cached = _specs.get(store)
+    revision = max(
+        [marker.mod_revision if marker else 0, stamp[1]]
+        + [e.mod_revision for e in (*routing, *pins)]
+    )
     if cached is not None and cached[0] == stamp:
-        revisions = [stamp[1]] + [e.mod_revision for e in (*routing, *pins)]
-        return decode_state((), (), routing, max(revisions), pins, spec=cached[1])
+        return decode_state((), (), routing, revision, pins, spec=cached[1])
     entries = await store.list(SPEC)  # one read: listeners and apps of the same revision
     listeners = [e for e in entries if e.key.startswith(LISTENERS)]
     apps = [e for e in entries if e.key.startswith(APPS)]
     newest = max((e.mod_revision for e in entries), default=0)
-    revision = max([newest] + [e.mod_revision for e in (*routing, *pins)])
     state = decode_state(listeners, apps, routing, revision, pins)
     _specs[store] = ((len(entries), newest), state.spec)
     return state

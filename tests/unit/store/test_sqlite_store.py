@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import sqlite3
 import stat
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 from prism.errors import Conflict, InvalidInput, StoreError
 from prism.store import SqliteStore
 from prism.testing.memory_store import memory_store
+from prism.testing.wait import eventually
 from prism.types import AuditDraft, Compare, Delete, Entry, Put, Store, WatchEvent
 
 
@@ -53,6 +55,16 @@ async def file_store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
 async def next_event(events: AsyncIterator[WatchEvent], within: float = 2.0) -> WatchEvent:
     """The next event, or TimeoutError after ``within`` seconds."""
     return await asyncio.wait_for(anext(events), within)
+
+
+def parked(events: AsyncGenerator[WatchEvent, None]) -> bool:
+    """Whether the watch is suspended waiting for a commit: it has read all there was."""
+    return getattr(events.ag_await, "__qualname__", None) == "Event.wait"
+
+
+async def until_parked(events: AsyncGenerator[WatchEvent, None]) -> None:
+    """Wait (bounded) until the watch has caught up and waits for the next commit."""
+    await eventually(lambda: parked(events), timeout=5, interval=0.01, what="the watch to park")
 
 
 async def test_new_store_is_empty_at_revision_zero(store: SqliteStore) -> None:
@@ -95,7 +107,8 @@ async def test_failed_compare_raises_conflict_and_changes_nothing(
 ) -> None:
     """A failed Compare raises Conflict naming the key; revision and values stay put."""
     await store.commit([Put("/a", "1")])
-    with pytest.raises(Conflict) as info:
+    pattern = f"key {re.escape(repr(expect.key))} changed: expected"
+    with pytest.raises(Conflict, match=pattern) as info:
         await store.commit(
             [Put("/a", "2"), Put("/b", "2"), Put("/c", "3")],
             expect=[Compare("/a", 1), expect],
@@ -119,9 +132,9 @@ async def test_multi_op_commit_is_atomic_under_one_revision(store: SqliteStore) 
 
 async def test_failing_op_rolls_back_whole_commit(store: SqliteStore) -> None:
     """A commit rejected for one bad op applies none of its other ops."""
-    with pytest.raises(InvalidInput):
+    with pytest.raises(InvalidInput, match=r"invalid store key: 'bad\\nkey'"):
         await store.commit([Put("/ok", "1"), Put("bad\nkey", "2")])
-    with pytest.raises(InvalidInput):
+    with pytest.raises(InvalidInput, match="key '/ok' appears twice in one commit"):
         await store.commit([Put("/ok", "1"), Delete("/ok")])
     assert await store.revision() == 0
     assert await store.list("") == []
@@ -211,9 +224,9 @@ async def test_record_does_not_bump_revision(store: SqliteStore) -> None:
 
 async def test_bad_audit_input_is_rejected(store: SqliteStore) -> None:
     """Non-JSON audit detail and a limit below 1 raise InvalidInput and change nothing."""
-    with pytest.raises(InvalidInput):
+    with pytest.raises(InvalidInput, match="audit detail is not JSON: Object of type object"):
         await store.commit([Put("/a", "1")], audit=AuditDraft("a", "b", detail={"x": object()}))
-    with pytest.raises(InvalidInput):
+    with pytest.raises(InvalidInput, match=r"invalid audit limit: 0 \(use a limit >= 1\)"):
         await store.audit(limit=0)
     assert await store.revision() == 0
 
@@ -228,7 +241,7 @@ async def test_watch_replays_history_then_live_events_in_order(store: SqliteStor
         assert await next_event(events) == WatchEvent("put", "/apps/b", "2", 3)
         assert await next_event(events) == WatchEvent("delete", "/apps/a", None, 3)
         waiting = asyncio.create_task(next_event(events))
-        await asyncio.sleep(0.05)  # the watcher is now parked waiting for a commit
+        await until_parked(events)  # it read all there was and found nothing new
         assert not waiting.done()
         await store.commit([Put("/other", "y")])  # 5: outside the prefix
         await store.commit([Put("/apps/c", "3")])  # 6
@@ -238,7 +251,7 @@ async def test_watch_replays_history_then_live_events_in_order(store: SqliteStor
         assert await next_event(events) == WatchEvent("put", "/apps/c", "4", 7)
         assert await next_event(events) == WatchEvent("put", "/apps/d", "5", 8)
         extra = asyncio.create_task(next_event(events, within=0.3))
-        with pytest.raises(TimeoutError):
+        with pytest.raises(TimeoutError, match=r"^$"):  # wait_for's own: no message
             await extra  # nothing duplicated
 
 
@@ -256,7 +269,7 @@ async def test_watch_from_zero_sees_everything_and_concurrent_commits(store: Sql
     consumer = asyncio.create_task(consume())
     for i in range(30):
         await store.commit([Put(f"/k{i % 4}", str(i))])
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # a turn of the loop, so the watcher races the commits
     await asyncio.gather(*(store.commit([Put(f"/p{i}", "v")]) for i in range(30)))
     await asyncio.wait_for(consumer, 2)
     assert seen == list(range(1, 61))
@@ -276,11 +289,11 @@ async def test_close_ends_watch() -> None:
     store = await memory_store()
     events = store.watch("", from_revision=0)
     waiting = asyncio.create_task(anext(events, None))
-    await asyncio.sleep(0.01)
+    await until_parked(events)
     await store.close()
     assert await asyncio.wait_for(waiting, 1) is None
     await store.close()  # idempotent
-    with pytest.raises(StoreError):
+    with pytest.raises(StoreError, match=r"the store is closed \(open it again\)"):
         await store.revision()
 
 
@@ -315,10 +328,11 @@ async def test_second_instance_sees_commits_through_poll(
     async with await SqliteStore.open(tmp_path / "prism.db", poll_interval=0.05) as other:
         async with aclosing(other.watch("/apps/", from_revision=0)) as events:
             waiting = asyncio.create_task(next_event(events))
-            await asyncio.sleep(0.1)
+            await until_parked(events)  # so the commit can only reach it by polling
             await file_store.commit([Put("/apps/a", "1")])
             assert await waiting == WatchEvent("put", "/apps/a", "1", 1)
-        with pytest.raises(Conflict):
+        pattern = "key '/apps/a' changed: expected mod_revision 0, found 1"
+        with pytest.raises(Conflict, match=pattern):
             await other.commit([Put("/apps/a", "2")], expect=[Compare("/apps/a", 0)])
 
 
@@ -335,7 +349,7 @@ async def test_commit_waits_for_another_writer(tmp_path: Path, file_store: Sqlit
             nonlocal ticks
             while True:
                 ticks += 1
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.01)  # not a wait: the tick that shows the loop is free
 
         ticker = asyncio.create_task(tick())
         assert await file_store.commit([Put("/a", "1")]) == 1
@@ -355,7 +369,7 @@ async def test_commit_gives_up_on_a_stuck_writer(
     other = sqlite3.connect(tmp_path / "prism.db", isolation_level=None)
     try:
         other.execute("BEGIN IMMEDIATE")
-        with pytest.raises(StoreError) as info:
+        with pytest.raises(StoreError, match="could not commit: database is locked") as info:
             await file_store.commit([Put("/a", "1")])
         assert isinstance(info.value.__cause__, sqlite3.OperationalError)
         assert info.value.hint
@@ -409,12 +423,13 @@ async def test_a_version_one_file_is_migrated_and_keeps_its_entries(tmp_path: Pa
 
 async def test_unusable_paths_raise_store_error_with_hint(tmp_path: Path) -> None:
     """A missing directory or a file that is not a database raises StoreError with a hint."""
-    with pytest.raises(StoreError) as info:
+    with pytest.raises(StoreError, match=r"could not open the store at .*no-such-dir") as info:
         await SqliteStore.open(tmp_path / "no-such-dir" / "prism.db")
     assert info.value.hint
     garbage = tmp_path / "garbage.db"
     garbage.write_bytes(b"this is not a database at all" * 100)
-    with pytest.raises(StoreError) as info:
+    pattern = r"could not set up the store .*: file is not a database"
+    with pytest.raises(StoreError, match=pattern) as info:
         await SqliteStore.open(garbage)
     assert isinstance(info.value.__cause__, sqlite3.DatabaseError)
     assert info.value.hint
@@ -427,13 +442,14 @@ HOSTILE_KEYS = ["", "a\x00b", "a\nb", "tab\there", "caf\u00e9", "\x7f", "x" * 51
 @pytest.mark.parametrize("key", HOSTILE_KEYS, ids=repr)
 async def test_hostile_keys_are_rejected(store: SqliteStore, key: object) -> None:
     """Empty, non-printable, non-ASCII, over-long and non-str keys raise InvalidInput."""
-    with pytest.raises(InvalidInput):
+    refused = f"^invalid store key: {re.escape(repr(key)[:40])}"
+    with pytest.raises(InvalidInput, match=refused):
         await store.commit([Put(key, "v")])  # type: ignore[arg-type]
-    with pytest.raises(InvalidInput):
+    with pytest.raises(InvalidInput, match=refused):
         await store.commit([Delete(key)])  # type: ignore[arg-type]
-    with pytest.raises(InvalidInput):
+    with pytest.raises(InvalidInput, match=refused):
         await store.commit([], expect=[Compare(key, 0)])  # type: ignore[arg-type]
-    with pytest.raises(InvalidInput):
+    with pytest.raises(InvalidInput, match=refused):
         await store.get(key)  # type: ignore[arg-type]
     assert await store.revision() == 0
 
@@ -448,9 +464,10 @@ async def test_longest_key_is_accepted(store: SqliteStore) -> None:
 @pytest.mark.parametrize("prefix", ["a\nb", "\x00", "x" * 513])
 async def test_hostile_prefixes_are_rejected(store: SqliteStore, prefix: str) -> None:
     """list() and watch() refuse prefixes a key could never have, at the call."""
-    with pytest.raises(InvalidInput):
+    refused = f"^invalid store prefix: {re.escape(repr(prefix)[:40])}"
+    with pytest.raises(InvalidInput, match=refused):
         await store.list(prefix)
-    with pytest.raises(InvalidInput):
+    with pytest.raises(InvalidInput, match=refused):
         store.watch(prefix, from_revision=0)
 
 
