@@ -38,17 +38,18 @@ from pathlib import Path
 
 from prism.clock import SystemClock
 from prism.core.model import App, DesiredState, Server, backend_name
-from prism.errors import ConfigRejected, Drift, PrismError
+from prism.errors import ConfigRejected, Conflict, Drift, PrismError
 from prism.haproxy import commands
 from prism.haproxy.changes import (
+    ApplyPlan,
     MapAdd,
     MapDel,
     MapReplace,
     MapSet,
-    Plan,
-    ServerChange,
+    ServerDiff,
     parse_map_text,
-    plan,
+    plan_apply,
+    without_servers,
 )
 from prism.haproxy.dynamic import add_server, remove_server
 from prism.haproxy.render import RenderedFiles, RenderMemo, RenderSettings, render
@@ -104,6 +105,7 @@ class Applier:
         self._checked: tuple[object, ...] | None = None
         self._memo = RenderMemo(paths, settings)
         self._config_read: tuple[tuple[int, int, int], str] | None = None
+        self._staged: _Staged | None = None
 
     def render(self, state: DesiredState) -> RenderedFiles:
         return self._memo.render(state)
@@ -128,22 +130,68 @@ class Applier:
             _write_files(self.paths, self.render(state))
             self.prepare_start(state)
 
-    async def apply(self, state: DesiredState) -> ApplyReport:
-        """Converge the local HAProxy on ``state``; see the module docstring."""
+    async def apply(self, state: DesiredState, *, stage: bool = False) -> ApplyReport:
+        """Converge the local HAProxy on ``state``; see the module docstring.
+
+        With ``stage``, map changes are only staged (``prepare map`` and
+        ``add map @<version>``, invisible to traffic) and the report's mode is
+        ``staged``: :meth:`commit_staged` switches them, :meth:`apply` of
+        another state forgets them. Reloads and server changes are never staged.
+        """
         async with self._lock:
             started = time.perf_counter()
+            self._staged = None
             try:
-                report = await self._apply(state)
+                report = await self._apply(state, stage=stage)
             except PrismError as exc:
                 self.last_error = str(exc)
                 self._held.clear()  # after a failure, trust nothing: read everything again
                 raise
             self.last_error = None
-            self.applied_revision = state.revision
+            if report.mode != "staged":
+                self.applied_revision = state.revision
             return ApplyReport(
                 report.revision,
                 report.mode,
                 report.operations,
+                round((time.perf_counter() - started) * 1000, 3),
+            )
+
+    @property
+    def staged_revision(self) -> int | None:
+        """The revision whose map changes wait for :meth:`commit_staged`, if any."""
+        return self._staged.revision if self._staged is not None else None
+
+    async def commit_staged(self, revision: int) -> ApplyReport:
+        """Switch the maps staged for ``revision``: write each file, then ``commit map``,
+        then read every one back. Conflict if nothing (or another revision) is staged."""
+        async with self._lock:
+            started = time.perf_counter()
+            staged = self._staged
+            if staged is None or staged.revision != revision:
+                raise Conflict(
+                    f"no change of revision {revision} is staged here",
+                    hint="the staged change was replaced or HAProxy restarted; resync",
+                )
+            self._staged = None
+            operations = []
+            try:
+                for name, (version, _) in staged.maps.items():
+                    path = self.paths.maps / name
+                    write_atomic(path, staged.files.maps[name])  # disk first
+                    await self.runtime.commit_map(str(path), version)
+                    operations.append(f"commit map {name} @{version}")
+                await self._verify(staged.files, staged.maps)
+            except PrismError as exc:
+                self.last_error = str(exc)
+                self._held.clear()
+                raise
+            self.last_error = None
+            self.applied_revision = revision
+            return ApplyReport(
+                revision,
+                "runtime",
+                staged.operations + operations,
                 round((time.perf_counter() - started) * 1000, 3),
             )
 
@@ -160,7 +208,7 @@ class Applier:
                     del self._held[name]
         return await self.apply(state)
 
-    async def _apply(self, state: DesiredState) -> ApplyReport:
+    async def _apply(self, state: DesiredState, *, stage: bool) -> ApplyReport:
         files = self.render(state)
         if self._held_master != self.supervisor.pid:
             self._held.clear()
@@ -172,13 +220,15 @@ class Applier:
         servers_only = (
             live_config is not None
             and live_config != files.config
-            and _without_servers(live_config) == _without_servers(files.config)
+            and without_servers(live_config) == without_servers(files.config)
             and all(read_text(self.paths.root / n) == t for n, t in files.files.items())
         )
         # A map HAProxy was read back to hold as it is desired needs no change: only
         # the others are planned (a one-app move plans one map, not one per app).
         changing = {name: files.maps[name] for name in unsure}
-        the_plan = plan(live_config, live_maps, files.config, changing, servers_only=servers_only)
+        the_plan = plan_apply(
+            live_config, live_maps, files.config, changing, servers_only=servers_only
+        )
         if the_plan.reload or not self.supervisor.running:
             await self._reload(state, files)
             await self._verify(files, files.maps)
@@ -188,11 +238,34 @@ class Applier:
                 self._held[name] = files.maps[name]
         if the_plan.empty:
             return ApplyReport(state.revision, "none")
+        if stage and the_plan.map_changes:
+            operations = []
+            if the_plan.server_changes:
+                operations += await self._servers(
+                    state, files, live_config, the_plan.server_changes
+                )
+            operations += await self._stage(state.revision, files, the_plan)
+            return ApplyReport(state.revision, "staged", operations)
         operations = await self._runtime(files, the_plan)
         if the_plan.server_changes:
             operations += await self._servers(state, files, live_config, the_plan.server_changes)
         await self._verify(files, the_plan.map_changes)
         return ApplyReport(state.revision, "runtime", operations)
+
+    async def _stage(self, revision: int, files: RenderedFiles, the_plan: ApplyPlan) -> list[str]:
+        """A new, invisible version of every changed map, remembered for the commit."""
+        versions: dict[str, tuple[int, str]] = {}
+        operations: list[str] = []
+        for name in the_plan.map_changes:
+            path = str(self.paths.maps / name)
+            entries = list(parse_map_text(files.maps[name]))
+            version = await self.runtime.prepare_map(path)
+            for payload in commands.add_map_payloads(path, version, entries):
+                await self.runtime.execute(payload)
+            versions[name] = (version, files.maps[name])
+            operations.append(f"stage map {name} @{version} ({len(entries)} entries)")
+        self._staged = _Staged(revision, files, versions, operations)
+        return operations
 
     def _live_config(self) -> str | None:
         """The config on disk. At 1,000 apps it is megabytes, so the text read last is
@@ -242,7 +315,7 @@ class Applier:
         for stale in set(previous.maps) - set(files.maps):
             remove(self.paths.maps / stale)
 
-    async def _runtime(self, files: RenderedFiles, the_plan: Plan) -> list[str]:
+    async def _runtime(self, files: RenderedFiles, the_plan: ApplyPlan) -> list[str]:
         operations: list[str] = []
         for name, change in the_plan.map_changes.items():
             path = self.paths.maps / name
@@ -267,7 +340,7 @@ class Applier:
         state: DesiredState,
         files: RenderedFiles,
         live_config: str | None,
-        changes: tuple[ServerChange, ...],
+        changes: tuple[ServerDiff, ...],
     ) -> list[str]:
         """Add, then remove servers at runtime; the config on disk already has them."""
         write_atomic(self.paths.config, files.config, mode=0o600)
@@ -342,6 +415,16 @@ class Applier:
 
 
 @dataclass(frozen=True)
+class _Staged:
+    """Map versions prepared for one revision, waiting for the fleet's commit marker."""
+
+    revision: int
+    files: RenderedFiles
+    maps: dict[str, tuple[int, str]]
+    operations: list[str]
+
+
+@dataclass(frozen=True)
 class _Snapshot:
     config: str | None
     maps: dict[str, str]
@@ -374,15 +457,6 @@ def _restore(paths: StatePaths, snapshot: _Snapshot, failed: RenderedFiles) -> N
 def _checked_key(state: DesiredState) -> tuple[object, ...]:
     """What rendering depends on, besides node settings (not the revision)."""
     return (state.spec, state.routing, state.pins)
-
-
-def _without_servers(config: str) -> str:
-    """The config with its ``server`` lines left out."""
-    return "\n".join(
-        line
-        for line in config.splitlines()
-        if not (line[:1].isspace() and line.split()[:1] == ["server"])
-    )
 
 
 def _write_files(paths: StatePaths, files: RenderedFiles) -> None:

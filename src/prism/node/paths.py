@@ -1,23 +1,18 @@
-"""Where Prism keeps its files inside one state directory.
+"""Where a Prism node keeps its files inside one state directory.
 
 The state directory holds the store, the API token and everything rendered
-for HAProxy. Rendered files are derived data: they can always be rebuilt from
-desired state. Paths that reach HAProxy's Runtime API (map files) must match
-:data:`SAFE_PATH`, so the state directory's absolute path must too.
+for HAProxy (:class:`~prism.haproxy.layout.HAProxyFiles`).
 """
 
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from prism.errors import InvalidInput
+from prism.haproxy.layout import HAProxyFiles
 
-__all__ = ["SAFE_PATH", "StatePaths", "default_state_dir"]
-
-SAFE_PATH = re.compile(r"/[A-Za-z0-9._/-]{1,200}", re.ASCII)
+__all__ = ["StatePaths", "default_state_dir"]
 
 
 def default_state_dir() -> Path:
@@ -29,49 +24,8 @@ def default_state_dir() -> Path:
 
 
 @dataclass(frozen=True)
-class StatePaths:
-    """Every file and socket in a Prism state directory."""
-
-    root: Path
-
-    @classmethod
-    def at(cls, root: str | Path) -> StatePaths:
-        resolved = Path(root).expanduser().resolve()
-        if SAFE_PATH.fullmatch(str(resolved)) is None:
-            raise InvalidInput(
-                f"state directory path {str(resolved)[:120]!r} has unsafe characters",
-                hint="use a path of letters, digits and . _ / - only",
-            )
-        return cls(resolved)
-
-    @property
-    def config(self) -> Path:
-        return self.root / "haproxy.cfg"
-
-    @property
-    def maps(self) -> Path:
-        return self.root / "maps"
-
-    @property
-    def staging(self) -> Path:
-        """Candidate files are rendered and checked here before going live."""
-        return self.root / "staging"
-
-    @property
-    def server_state(self) -> Path:
-        return self.root / "server-state"
-
-    @property
-    def admin_socket(self) -> Path:
-        return self.root / "admin.sock"
-
-    @property
-    def master_socket(self) -> Path:
-        return self.root / "master.sock"
-
-    @property
-    def pidfile(self) -> Path:
-        return self.root / "haproxy.pid"
+class StatePaths(HAProxyFiles):
+    """Every file and socket in a Prism state directory: HAProxy's, and Prism's own."""
 
     @property
     def database(self) -> Path:
@@ -85,6 +39,3 @@ class StatePaths:
     def server_info(self) -> Path:
         """Written by ``prism serve``: the URL it listens on, for the CLI to find."""
         return self.root / "server.json"
-
-    def weights_map(self, app: str) -> Path:
-        return self.maps / f"{app}.weights.map"

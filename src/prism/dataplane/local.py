@@ -1,0 +1,198 @@
+"""The data plane of one node, driven in-process: this machine's HAProxy.
+
+:class:`LocalDataPlane` owns the node's pieces (supervisor, Runtime API
+client, applier) and answers the :class:`~prism.dataplane.base.DataPlane`
+questions from them directly: no watch hop, no agent, so the embedded
+single-node mode stays as fast as one HAProxy allows. The fleet's agents
+(:mod:`prism.agent`) drive each node's HAProxy with the same applier.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from prism.core.model import App, DesiredState, Spec, split_bind
+from prism.core.readings import Counters, ServerReading, SmokeReply
+from prism.dataplane.base import Converged, PlaneInfo
+from prism.errors import ConfigRejected, Drift, HAProxyError, NotFound
+from prism.haproxy.binary import HAProxyBinary
+from prism.haproxy.readouts import backend_counters, server_readings
+from prism.haproxy.render import RenderSettings
+from prism.haproxy.runtime import RuntimeClient, UnixSocketTransport
+from prism.haproxy.supervisor import Supervisor
+from prism.node.admission import check_fd_budget, check_ports_free, fd_limit
+from prism.node.applier import Applier
+from prism.node.paths import StatePaths
+
+__all__ = ["LocalDataPlane", "smoke_request"]
+
+log = logging.getLogger(__name__)
+
+
+async def smoke_request(
+    spec: Spec, app: App, color: str, smoke_key: str, *, address: str | None = None, node: str = ""
+) -> SmokeReply:
+    """One GET through ``app``'s own listener, routed to ``color`` by the smoke key.
+
+    ``address`` replaces a wildcard bind's host (a fleet node's listen address).
+    """
+    assert app.smoke is not None
+    bind = app.bind or next(x.bind for x in spec.listeners if x.name == app.listener)
+    host, port = split_bind(bind)
+    if host in ("0.0.0.0", "*"):
+        host = address or "127.0.0.1"
+    headers = {"X-Prism-Color": color, "X-Prism-Smoke-Key": smoke_key}
+    if app.host:
+        headers["Host"] = app.host
+    try:
+        async with httpx.AsyncClient(timeout=app.smoke.timeout_ms / 1000, trust_env=False) as c:
+            reply = await c.get(f"http://{host}:{port}{app.smoke.path}", headers=headers)
+    except httpx.HTTPError as exc:
+        return SmokeReply(None, "", str(exc) or type(exc).__name__, node)
+    return SmokeReply(reply.status_code, reply.text, None, node)
+
+
+class LocalDataPlane:
+    """One HAProxy, supervised here; see the module docstring."""
+
+    def __init__(
+        self,
+        paths: StatePaths,
+        settings: RenderSettings,
+        binary: HAProxyBinary,
+        supervisor: Supervisor,
+        runtime: RuntimeClient,
+        applier: Applier,
+    ) -> None:
+        self.paths = paths
+        self.settings = settings
+        self.binary = binary
+        self.supervisor = supervisor
+        self.runtime = runtime
+        self.applier = applier
+
+    @classmethod
+    def for_node(
+        cls, paths: StatePaths, settings: RenderSettings, binary: HAProxyBinary
+    ) -> LocalDataPlane:
+        """The pieces of one node wired together: its HAProxy's Runtime API client, the
+        supervisor (which saves server state through the applier before each reload)
+        and the applier."""
+        runtime = RuntimeClient(UnixSocketTransport(str(paths.admin_socket)))
+        applier: Applier | None = None
+
+        async def save_state() -> None:
+            assert applier is not None
+            await applier.save_server_state()
+
+        supervisor = Supervisor(paths, binary, save_state=save_state)
+        applier = Applier(paths, settings, supervisor, runtime)
+        return cls(paths, settings, binary, supervisor, runtime, applier)
+
+    # -- lifecycle -------------------------------------------------------
+
+    async def start(self, state: DesiredState) -> None:
+        """Start (or adopt) HAProxy on what is on disk, rendering it first if needed."""
+        if not self.paths.config.exists():
+            await self.applier.write_initial(state)
+        self.applier.prepare_start(state)
+        try:
+            await self.supervisor.start()
+        except ConfigRejected:
+            # What is on disk no longer passes the check: start from freshly rendered files.
+            await self.applier.write_initial(state)
+            await self.supervisor.start()
+
+    async def reconcile(self, state: DesiredState) -> None:
+        """Find and repair drift (maps edited behind Prism's back, a half-done apply)."""
+        await self.applier.reconcile(state)
+
+    # -- the seam --------------------------------------------------------
+
+    async def admit(self, old: Spec, new: Spec) -> None:
+        check_ports_free(old, new, self.settings.admin_port)
+        check_fd_budget(new, self.settings.maxconn, fd_limit())
+
+    async def check(self, state: DesiredState) -> None:
+        await self.applier.preflight(state)
+
+    async def converge(self, state: DesiredState) -> Converged:
+        report = await self.applier.apply(state)
+        return Converged(
+            revision=report.revision,
+            mode=report.mode,
+            operations=tuple(report.operations),
+            duration_ms=report.duration_ms,
+        )
+
+    async def servers(self, backends: Sequence[str]) -> list[ServerReading]:
+        if not self.supervisor.running:
+            # No readings is not "no servers": a gate must wait, not judge the color empty.
+            raise HAProxyError(
+                "HAProxy is not running, so its servers cannot be read",
+                hint="the supervisor restarts it; see the HAProxy log in the state directory",
+            )
+        return server_readings(await self.runtime.show_stat(*backends))
+
+    async def counters(self, backends: Sequence[str]) -> dict[str, Counters]:
+        rows = await self.runtime.show_stat(*backends)
+        found: dict[str, Counters] = {}
+        for backend in backends:
+            try:
+                found[backend] = backend_counters(rows, backend)
+            except Drift:
+                continue  # a color removed meanwhile
+        return found
+
+    async def in_use(self, backends: Sequence[str]) -> dict[str, int]:
+        used: dict[str, int] = {}
+        for backend in backends:
+            for conn in await self.runtime.show_servers_conn(backend):
+                used[f"{backend}/{conn.server}"] = conn.used_cur
+        return used
+
+    async def smoke(self, spec: Spec, app: App, color: str) -> list[SmokeReply]:
+        return [await smoke_request(spec, app, color, self.settings.smoke_key)]
+
+    async def nodes(self) -> list[dict[str, Any]]:
+        info = await self.info()
+        return [
+            {
+                "name": "local",
+                "state": "live" if info.detail.get("running") else "down",
+                "address": self.settings.listen_address or "127.0.0.1",
+                "applied_revision": info.applied_revision,
+                "staged_revision": None,
+                "heartbeat": time.time(),
+                "haproxy": dict(info.detail),
+                "drift": bool(info.last_error and "read-back" in info.last_error),
+                "last_error": info.last_error,
+            }
+        ]
+
+    async def forget(self, node: str) -> None:
+        raise NotFound(
+            f"no lost node {node!r}: this control plane drives one local HAProxy",
+            hint="nodes are forgotten in fleet mode (prism serve --store etcd://...)",
+        )
+
+    async def info(self) -> PlaneInfo:
+        running = self.supervisor.running
+        return PlaneInfo(
+            healthy=running and not self.applier.last_error,
+            applied_revision=self.applier.applied_revision,
+            last_error=self.applier.last_error,
+            detail={
+                "running": running,
+                "pid": self.supervisor.pid,
+                "version": self.binary.version,
+                "restarts": self.supervisor.restarts,
+                "admin_url": f"http://127.0.0.1:{self.settings.admin_port}/stats",
+                "metrics_url": f"http://127.0.0.1:{self.settings.admin_port}/metrics",
+            },
+        )
