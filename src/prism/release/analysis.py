@@ -1,27 +1,12 @@
 """Judging a release from HAProxy's counters: pass, fail, or wait for data. Pure.
 
-The engine reads ``show stat`` at the start of an analysis window and at
-every tick, and judges the *window*: the counters now minus the counters at
+The engine reads a backend's counters at the start of an analysis window and
+at every tick, and judges the *window*: the counters now minus the counters at
 the start. It judges the target color's backend, and compares it with the
 baseline — the color traffic moves from — over the same window.
 
-What the numbers are (HAProxy 2.8, ``show stat`` of a backend's ``BACKEND``
-row):
-
-* ``requests`` is the sum of ``hrsp_1xx`` .. ``hrsp_5xx`` and ``hrsp_other``:
-  HTTP transactions that ended with a status, whether a server sent it or
-  HAProxy did (a 503 for no server, a 504 for a timeout). HAProxy bumps the
-  backend's response counter and its ``req_tot`` together when a transaction
-  ends, so the two agree; the sum is used because it is exactly the
-  denominator of the 5xx ratio. A backend in TCP mode counts no responses,
-  so its analysis always waits.
-* ``errors_5xx`` is ``hrsp_5xx``.
-* ``mean_response_ms`` is ``rtime``: HAProxy's *moving average* of the
-  server response time, documented as over the last 1024 requests, updated
-  only by responses that came from a server. It is not the exact mean of the
-  window: at low traffic it still remembers requests from before the window
-  (smoke checks, the previous step), and it never goes down to "no data".
-  It is a gauge, so a window keeps the latest value instead of subtracting.
+The counters are :class:`~prism.core.readings.Counters`; what HAProxy's
+columns mean is in :mod:`prism.haproxy.readouts`.
 
 The rules of :func:`judge`, over window deltas, in this order:
 
@@ -47,68 +32,15 @@ threshold and the result of each rule, for status output and release records.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from prism.errors import Drift, InvalidInput, RuntimeAPIError
-from prism.haproxy.parsers import StatRow
+from prism.core.readings import Counters
 from prism.release.plan import Analysis
 
-__all__ = [
-    "Counters",
-    "Outcome",
-    "Verdict",
-    "counters_from_stat",
-    "delta",
-    "judge",
-]
+__all__ = ["Outcome", "Verdict", "delta", "judge"]
 
 Outcome = Literal["pass", "fail", "wait"]
-
-_BACKEND_TYPE = 1
-_RESPONSE_COLUMNS = ("hrsp_1xx", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "hrsp_other")
-_FIELDS = ("requests", "errors_5xx", "mean_response_ms")
-
-
-@dataclass(frozen=True, slots=True)
-class Counters:
-    """A backend's HTTP counters: a snapshot of ``show stat``, or a window between two.
-
-    ``requests`` and ``errors_5xx`` are cumulative counters; ``mean_response_ms``
-    is HAProxy's moving average (see the module docstring).
-    """
-
-    requests: int
-    errors_5xx: int
-    mean_response_ms: int
-
-    def __post_init__(self) -> None:
-        for name in _FIELDS:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise InvalidInput(f"counter {name} must be a whole number >= 0, not {value!r}")
-        if self.errors_5xx > self.requests:
-            raise InvalidInput(
-                f"{self.errors_5xx} 5xx responses cannot exceed {self.requests} requests"
-            )
-
-    @property
-    def ratio_5xx(self) -> float:
-        """The share of requests answered with a 5xx, 0.0 without requests."""
-        return self.errors_5xx / self.requests if self.requests else 0.0
-
-    def to_dict(self) -> dict[str, int]:
-        """Plain data for the store."""
-        return {name: getattr(self, name) for name in _FIELDS}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Counters:
-        """The counters :meth:`to_dict` saved; :class:`~prism.errors.InvalidInput` if malformed."""
-        missing = [name for name in _FIELDS if name not in data]
-        if missing:
-            raise InvalidInput(f"saved counters lack {', '.join(missing)}")
-        return cls(data["requests"], data["errors_5xx"], data["mean_response_ms"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,42 +54,6 @@ class Verdict:
     def to_dict(self) -> dict[str, Any]:
         """Plain data for the store and the API."""
         return {"outcome": self.outcome, "message": self.message, "readings": dict(self.readings)}
-
-
-def _column(row: StatRow, name: str) -> int:
-    value = row.raw.get(name, "")
-    if value == "":
-        # HAProxy leaves a column empty where it does not apply
-        return 0
-    try:
-        number = int(value)
-    except ValueError:
-        number = -1
-    if number < 0:
-        raise RuntimeAPIError(
-            f"unexpected show stat reply from HAProxy: {name}={value[:40]!r} is not a count"
-        )
-    return number
-
-
-def counters_from_stat(rows: Iterable[StatRow], backend: str) -> Counters:
-    """The counters of ``backend``'s ``BACKEND`` row in parsed ``show stat`` rows.
-
-    Raises :class:`~prism.errors.Drift` if HAProxy has no such backend: the
-    running configuration is not the one Prism rendered.
-    """
-    for row in rows:
-        if row.proxy == backend and row.type == _BACKEND_TYPE:
-            return Counters(
-                requests=sum(_column(row, name) for name in _RESPONSE_COLUMNS),
-                errors_5xx=_column(row, "hrsp_5xx"),
-                mean_response_ms=_column(row, "rtime"),
-            )
-    raise Drift(
-        f"HAProxy reports no backend {backend!r} in show stat",
-        hint="the running configuration is not the one Prism rendered; reload it",
-        detail={"backend": backend},
-    )
 
 
 def delta(start: Counters, now: Counters) -> Counters | None:

@@ -1,14 +1,26 @@
-"""The release engine: drives every active release, one saved transition at a time.
+"""The release engine: the thin async loop around the pure release machine.
 
 Each release of a color of an app has one record in the store
-(``releases/<app>/<color>``) and, while it is active, one task here. A tick
-loads the record, takes at most one step of the plan, saves the result
-(compare-and-put, so a person's pause/promote/abort is never lost), then acts
-or sleeps. Because timers are wall-clock deadlines in the record and every
-action is idempotent, a Prism killed at any point resumes from what was saved
-(:meth:`ReleaseEngine.resume_all`): pauses keep their remaining time, the
-analysis window keeps its baseline counters, and a release whose target is no
-longer healthy rolls back before anything else.
+(``releases/<app>/<color>``) and, in the process that drives releases, one
+task here. A task loads the record, gathers what the machine
+(:mod:`prism.release.machine`) wants observed -- the app's weights, the
+target's health and the counters through the data plane, the confirm hook's
+answer -- calls :func:`~prism.release.machine.step`, **saves** the new record
+(compare-and-put, with its audit entry in the same commit, so a person's
+pause/promote/abort is never lost), **then** performs the actions: webhook
+events, and at most one traffic action (a share change through
+:meth:`Traffic.set_weights`, or a drain), whose outcome is the next event.
+
+Waiting goes through the injected :class:`~prism.types.Clock`, raced against
+a wake-up, so a person's command acts at once and a fake clock passes a pause
+instantly. A person's command only saves: the in-flight action it names (an
+abort's rollback) is performed by the driving task when it wakes.
+
+``drive=False`` makes an engine that only saves records (starts, commands):
+a control plane that is not the leader. A driving engine also follows the
+store's ``releases/`` prefix, so it drives releases other processes start or
+steer. After a restart (:meth:`ReleaseEngine.resume_all`) every active record
+first gets a ``Restarted`` event, which re-issues whatever it had in flight.
 """
 
 from __future__ import annotations
@@ -17,96 +29,127 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from prism.core.keys import dump
+from prism.core.keys import RELEASES, dump, release_key
+from prism.core.model import backend_name
+from prism.core.readings import Counters
+from prism.core.shares import set_share
+from prism.dataplane.base import DataPlane
 from prism.errors import (
+    Compacted,
     Conflict,
     GateFailed,
     IllegalTransition,
     InvalidInput,
     NotFound,
     PrismError,
+    StoreError,
 )
-from prism.release.driver import StepDriver
-from prism.release.phases import Phase
-from prism.release.plan import PauseStep, ReleasePlan, WeightStep
-from prism.release.record import LogEntry, ReleaseRecord
-from prism.release.webhooks import Event, WebhookSender
-from prism.services.routing import Traffic, format_weights
+from prism.release import machine
+from prism.release.gates import health_gate
+from prism.release.machine import (
+    Abort,
+    Audit,
+    Began,
+    Drain,
+    Drained,
+    Emit,
+    Event,
+    Pause,
+    Promote,
+    Restarted,
+    Resume,
+    SetShare,
+    ShareFailed,
+    ShareSet,
+    Step,
+    Tick,
+)
+from prism.release.plan import ReleasePlan, WeightStep
+from prism.release.record import Phase, ReleaseRecord
+from prism.release.traffic import Traffic, format_weights
+from prism.release.webhooks import Event as HookEvent
+from prism.release.webhooks import WebhookSender, confirm
 from prism.store.desired import load_state
-from prism.types import AuditDraft, Clock, Compare, Put, Store
+from prism.types import AuditDraft, Clock, Compare, Put, Store, WatchEvent
 
 __all__ = ["ReleaseEngine", "release_key"]
 
 log = logging.getLogger("prism.release.engine")
 
-RELEASES = "releases/"
 #: Phases a person must act on (or that wait for time); `start(wait=True)` returns there.
 _SETTLED = frozenset({Phase.WAITING, Phase.PAUSED, Phase.HOLDING})
 
-
-def release_key(app: str, color: str) -> str:
-    return f"{RELEASES}{app}/{color}"
+_Key = tuple[str, str]
 
 
 class ReleaseEngine:
-    """Starts, drives and steers releases; see the module docstring."""
+    """Starts, steers and (with ``drive``) drives releases; see the module docstring."""
 
     def __init__(
-        self, store: Store, traffic: Traffic, clock: Clock, webhooks: WebhookSender
+        self,
+        store: Store,
+        traffic: Traffic,
+        plane: DataPlane,
+        clock: Clock,
+        webhooks: WebhookSender,
+        *,
+        drive: bool = True,
     ) -> None:
         self.store = store
         self.traffic = traffic
-        self.runtime = traffic.runtime
+        self.plane = plane
         self.clock = clock
         self.webhooks = webhooks
-        self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
-        self._wake: dict[tuple[str, str], asyncio.Event] = {}
-        #: set on every save of a release, for callers waiting on its progress
-        self._saved: dict[tuple[str, str], asyncio.Event] = {}
-        self._driver = StepDriver(self)
+        self.drive = drive
+        self._tasks: dict[_Key, asyncio.Task[None]] = {}
+        self._wake: dict[_Key, asyncio.Event] = {}
+        #: revisions this engine saved, so following the store does not wake it for them
+        self._own: set[int] = set()
+        self._follower: asyncio.Task[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------
 
     async def resume_all(self) -> None:
-        """After a (re)start: drive every release the store says is active."""
+        """After a (re)start: refuse releases that never began, drive every active one, and
+        follow the store for releases other processes start or steer.
+
+        Does nothing for an engine that does not drive: the leader does this.
+        """
+        if not self.drive:
+            return
+        revision = await self.store.revision()
         for entry in await self.store.list(RELEASES):
             record = ReleaseRecord.model_validate_json(entry.value)
             if record.phase is Phase.PENDING:
                 # Saved just before its first gate: nothing was changed yet.
-                why = "Prism restarted before the release began"
-                refused = record.moved(
-                    Phase.REFUSED, self.clock.now(), self.entry("resume", False, why)
-                )
-                await self.save(refused, entry.mod_revision)
+                with contextlib.suppress(Conflict):  # its starter got there first
+                    result = machine.step(record, Restarted(at=self.clock.now()))
+                    await self._commit(result, entry.mod_revision)
             elif record.active:
-                self._spawn(record)
+                self._spawn(record.app, record.to_color, restarted=True)
+        if self._follower is None or self._follower.done():
+            self._follower = asyncio.create_task(self._follow(revision), name="releases follower")
 
     async def close(self) -> None:
+        """Stop every task of this engine (records stay as saved: a restart resumes them)."""
         tasks = list(self._tasks.values())
+        if self._follower is not None:
+            tasks.append(self._follower)
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-
-    def _spawn(self, record: ReleaseRecord) -> None:
-        key = (record.app, record.to_color)
-        self.traffic.releasing.setdefault(record.app, set()).add(record.to_color)
-        self._wake[key] = asyncio.Event()
-        if key not in self._tasks or self._tasks[key].done():
-            self._tasks[key] = asyncio.create_task(self._run(record.app, record.to_color))
-
-    def wakeup(self, app: str, color: str) -> None:
-        event = self._wake.get((app, color))
-        if event is not None:
-            event.set()
+        self._follower = None
 
     # -- reads ---------------------------------------------------------------
 
     async def get(self, app: str, color: str) -> tuple[ReleaseRecord, int] | None:
+        """The latest release record of ``color`` and its store revision, or None."""
         entry = await self.store.get(release_key(app, color))
         if entry is None:
             return None
@@ -121,6 +164,7 @@ class ReleaseEngine:
         return sorted(found, key=lambda r: r.started_at, reverse=True)
 
     async def latest(self, app: str) -> ReleaseRecord | None:
+        """The app's newest release, or None."""
         records = await self.records(app)
         return records[0] if records else None
 
@@ -140,7 +184,8 @@ class ReleaseEngine:
                 hint="--color " + " | ".join(r.to_color for r in active),
             )
         found = await self.get(app, active[0].to_color)
-        assert found is not None
+        if found is None:
+            raise NotFound(f"no release of {active[0].to_color!r} in {app!r}")
         return found
 
     # -- starting ------------------------------------------------------------
@@ -148,20 +193,18 @@ class ReleaseEngine:
     async def start(
         self, app_name: str, plan: ReleasePlan, *, actor: str, reason: str | None, wait: bool
     ) -> ReleaseRecord:
-        """Gate, save and start a release; with ``wait``, return once it ends or waits."""
+        """Gate, save and start a release; with ``wait``, return once it ends or waits.
+
+        A refused gate raises GateFailed, with nothing changed but the refused record.
+        Waiting follows the record in the store, so it works whichever process drives it.
+        """
         async with self.traffic.lock(app_name):
             record = await self._begin(app_name, plan, actor, reason)
+        if self.drive:
+            self._spawn(record.app, record.to_color, restarted=False)
         if not wait:
             return record
-        saved = self._saved.setdefault((record.app, record.to_color), asyncio.Event())
-        while True:
-            found = await self.get(record.app, record.to_color)
-            assert found is not None
-            if not found[0].active or found[0].phase in _SETTLED:
-                return found[0]
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(saved.wait(), 1.0)
-            saved.clear()
+        return await self._settled(record.app, record.to_color)
 
     async def _begin(
         self, app_name: str, plan: ReleasePlan, actor: str, reason: str | None
@@ -169,9 +212,9 @@ class ReleaseEngine:
         state = await load_state(self.store)
         app = state.spec.app(app_name)
         app.color(plan.to)
-        for step in plan.steps:
-            if isinstance(step, WeightStep) and step.source is not None:
-                app.color(step.source)
+        for planned in plan.steps:
+            if isinstance(planned, WeightStep) and planned.source is not None:
+                app.color(planned.source)
         routing = state.routing_for(app)
         existing = await self.get(app.name, plan.to)
         if existing is not None and existing[0].active:
@@ -184,208 +227,346 @@ class ReleaseEngine:
             raise Conflict(
                 f"{app.name!r} already sends all its traffic to {plan.to!r}", hint="nothing to do"
             )
-        now = self.clock.now()
-        others = sorted(c for c in routing.weights if c != plan.to)
-        record = ReleaseRecord(
+        record = machine.propose(
             id=uuid.uuid4().hex[:12],
             app=app.name,
-            from_color=max(others, key=lambda c: routing.weights[c]) if others else app.stable,
-            to_color=plan.to,
+            stable=app.stable,
             plan=plan,
-            initial_weights=routing.weights,
-            phase=Phase.PENDING,
-            analysis=plan.analysis,
+            weights=routing.weights,
             actor=actor,
             reason=reason,
-            started_at=now,
-            updated_at=now,
+            at=self.clock.now(),
         )
-        revision = await self.save(record, existing[1] if existing else 0)
+        revision = await self._commit(Step(record), existing[1] if existing else 0)
         gates = await self.traffic.gates(state, app, [plan.to], plan.smoke)
-        for gate in gates:
-            record = record.noted(
-                self.clock.now(), self.entry(gate.name, gate.passed, gate.message, gate.readings)
-            )
-        failed = next((g for g in gates if not g.passed), None)
-        if failed is not None:
-            refused = record.moved(Phase.REFUSED, self.clock.now())
-            await self.save(refused, revision, audit=self.audit(refused, "refused", failed.message))
+        result = machine.step(record, Began(at=self.clock.now(), gates=tuple(gates)))
+        await self._commit(result, revision)
+        if result.record.phase is Phase.REFUSED:
+            failed = next(g for g in gates if not g.passed)
             raise GateFailed(
                 f"release of {app.name!r} to {plan.to!r} refused: {failed.message}",
                 hint=f"nothing was changed; traffic stays as it was "
                 f"({format_weights(routing.weights)})",
                 detail={"gate": failed.name, "readings": failed.readings},
             )
-        record = record.moved(Phase.RUNNING, self.clock.now(), step_started_at=self.clock.now())
-        await self.save(record, revision, audit=self.audit(record, "started"))
-        await self.emit(record, "started", {"plan": plan.model_dump(mode="json")})
-        self._spawn(record)
-        return record
+        return result.record
 
-    # -- steering ------------------------------------------------------------
+    async def _settled(self, app: str, color: str) -> ReleaseRecord:
+        """The record once it ended or waits for a person, followed through the store."""
+        key = release_key(app, color)
+        while True:
+            found = await self.get(app, color)
+            if found is None:
+                raise NotFound(f"no release of {color!r} in {app!r}")
+            record, revision = found
+            if not record.active or record.phase in _SETTLED:
+                return record
+            changes = self.store.watch(key, from_revision=revision)
+            try:
+                async for change in changes:
+                    if change.key != key or change.value is None:
+                        continue
+                    record = ReleaseRecord.model_validate_json(change.value)
+                    if not record.active or record.phase in _SETTLED:
+                        return record
+                return record  # the store closed
+            except Compacted:
+                continue  # the history is gone: read the record afresh
+            finally:
+                await _close(changes)
+
+    # -- a person's commands -----------------------------------------------------
 
     async def promote(
         self, app: str, color: str | None, *, full: bool, actor: str
     ) -> ReleaseRecord:
         """Skip the current pause (or hold); with ``full``, go straight to the final weight."""
-        record, revision = await self.find(app, color)
-        now = self.clock.now()
-        if record.phase not in (Phase.RUNNING, Phase.WAITING, Phase.HOLDING):
-            raise Conflict(f"a release in phase {record.phase.value!r} cannot be promoted")
-        step = record.step
-        if full:
-            step = max(i for i, s in enumerate(record.plan.steps) if isinstance(s, WeightStep))
-        elif step < len(record.plan.steps) and isinstance(record.plan.steps[step], PauseStep):
-            step += 1
-        entry = self.entry("promote", True, f"promoted by {actor}" + (" (full)" if full else ""))
-        moved = record.moved(
-            Phase.RUNNING, now, entry, step=step, step_started_at=now, confirmed_step=step
-        )
-        await self.save(moved, revision, audit=self.audit(moved, "promoted", entry.message))
-        await self.emit(moved, "promoted", {"full": full, "by": actor})
-        self.wakeup(moved.app, moved.to_color)
-        return moved
+        return await self._command(app, color, lambda at: Promote(at=at, actor=actor, full=full))
 
     async def pause(self, app: str, color: str | None, *, actor: str) -> ReleaseRecord:
-        record, revision = await self.find(app, color)
-        now = self.clock.now()
-        paused = record.moved(
-            Phase.PAUSED, now, self.entry("pause", True, f"paused by {actor}"), paused_at=now
-        )
-        await self.save(paused, revision, audit=self.audit(paused, "paused", f"by {actor}"))
-        await self.emit(paused, "paused", {"by": actor})
-        return paused
+        """Stop the release where it is; its pause keeps the time it had left."""
+        return await self._command(app, color, lambda at: Pause(at=at, actor=actor))
 
     async def resume(self, app: str, color: str | None, *, actor: str) -> ReleaseRecord:
-        record, revision = await self.find(app, color)
-        if record.phase is not Phase.PAUSED:
-            raise Conflict(f"the release is {record.phase.value!r}, not paused")
-        now = self.clock.now()
-        held = now - (record.paused_at or now)
-        resumed = record.moved(
-            Phase.RUNNING,
-            now,
-            self.entry("resume", True, f"resumed by {actor}"),
-            paused_at=None,
-            step_started_at=record.step_started_at + held,
-        )
-        await self.save(resumed, revision, audit=self.audit(resumed, "resumed", f"by {actor}"))
-        await self.emit(resumed, "resumed", {"by": actor})
-        self.wakeup(resumed.app, resumed.to_color)
-        return resumed
+        """Let a paused release go on."""
+        return await self._command(app, color, lambda at: Resume(at=at, actor=actor))
 
     async def abort(
         self, app: str, color: str | None, *, actor: str, reason: str | None
     ) -> ReleaseRecord:
         """Roll back on request: the target returns to its share before the release."""
+        return await self._command(app, color, lambda at: Abort(at=at, actor=actor, reason=reason))
+
+    async def _command(
+        self, app: str, color: str | None, event: Callable[[float], Event]
+    ) -> ReleaseRecord:
+        """Step, save, emit; an illegal command raises and saves nothing. The traffic
+        action it may name is left to the driving task, woken here or by the store."""
         record, revision = await self.find(app, color)
-        why = f"aborted by {actor}" + (f": {reason}" if reason else "")
-        aborting = record.moved(
-            Phase.ROLLING_BACK, self.clock.now(), self.entry("abort", False, why)
-        )
-        await self.save(aborting, revision)
-        self.wakeup(aborting.app, aborting.to_color)
-        return aborting
+        result = machine.step(record, event(self.clock.now()))
+        await self._commit(result, revision)
+        if self.drive and result.record.active:
+            self._spawn(record.app, record.to_color, restarted=False)
+        return result.record
 
-    # -- the driver ----------------------------------------------------------
+    # -- driving -------------------------------------------------------------
 
-    async def _run(self, app: str, color: str) -> None:
+    def _spawn(self, app: str, color: str, *, restarted: bool) -> None:
+        """Start the release's task, or wake it if it runs."""
         key = (app, color)
-        try:
-            while True:
-                found = await self.get(app, color)
-                if found is None or not found[0].active:
-                    return
-                record, revision = found
+        wake = self._wake.setdefault(key, asyncio.Event())
+        task = self._tasks.get(key)
+        if task is not None and not task.done():
+            wake.set()
+            return
+        self._tasks[key] = asyncio.create_task(
+            self._run(app, color, restarted), name=f"release {app}/{color}"
+        )
+
+    async def _run(self, app: str, color: str, restarted: bool) -> None:
+        key = (app, color)
+        while True:
+            found = await self.get(app, color)
+            if found is None or not found[0].active or found[0].phase is Phase.PENDING:
+                return  # ended (or still being started: its starter spawns it again)
+            record, revision = found
+            delay: float | None
+            try:
+                if restarted:
+                    restarted = False
+                    event: Event = Restarted(at=self.clock.now())
+                else:
+                    event = await self._observe(record)
+                delay = await self._drive(record, revision, event)
+            except IllegalTransition as exc:
+                log.error("release %s/%s: %s", app, color, exc)  # a bug: don't spin on it
+                delay = record.analysis.tick_ms / 1000
+            except PrismError as exc:
+                log.warning("release %s/%s: %s", app, color, exc)
+                delay = record.analysis.tick_ms / 1000
+            if delay is None or delay > 0:
+                await self._nap(key, delay)
+
+    async def _drive(self, record: ReleaseRecord, revision: int, event: Event) -> float | None:
+        """Step, save, act, and feed each outcome back, until the machine waits."""
+        while True:
+            result = machine.step(record, event)
+            if result.record is not record:
                 try:
-                    delay = await self._driver.tick(record, revision)
-                except IllegalTransition as exc:
-                    log.error("release %s/%s: %s", app, color, exc)  # a bug: don't spin on it
-                    delay = record.analysis.tick_ms / 1000
+                    revision = await self._commit(result, revision)
                 except Conflict:
-                    delay = 0.0  # someone steered the release meanwhile: reload and go on
-                except PrismError as exc:
-                    log.warning("release %s/%s: %s", app, color, exc)
-                    delay = record.analysis.tick_ms / 1000
-                if delay > 0:
-                    event = self._wake.setdefault(key, asyncio.Event())
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(event.wait(), delay)
-                    event.clear()
-        finally:
-            self.traffic.releasing.get(app, set()).discard(color)
+                    return 0.0  # a person (or another process) changed it meanwhile: reload
+            record = result.record
+            outcome: Event | None = None
+            for action in result.actions:
+                if isinstance(action, SetShare):
+                    outcome = await self._set_share(record, action)
+                elif isinstance(action, Drain):
+                    outcome = await self._drain(record, action)
+            if outcome is None:
+                return result.wake_in
+            event = outcome
 
-    # -- helpers -------------------------------------------------------------
+    async def _nap(self, key: _Key, delay: float | None) -> None:
+        """Sleep ``delay`` seconds on the clock (None: indefinitely) or until woken."""
+        wake = self._wake.setdefault(key, asyncio.Event())
+        if not wake.is_set():
+            waits: set[asyncio.Task[Any]] = {asyncio.create_task(wake.wait())}
+            if delay is not None:
+                waits.add(asyncio.create_task(self.clock.sleep(delay)))
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiting in waits:
+                    waiting.cancel()
+                await asyncio.gather(*waits, return_exceptions=True)
+        wake.clear()
 
-    async def save(
-        self, record: ReleaseRecord, expect: int, *, audit: AuditDraft | None = None
-    ) -> int:
+    async def _observe(self, record: ReleaseRecord) -> Tick:
+        """What :func:`machine.wants` for the next Tick of ``record``."""
+        wants = machine.wants(record)
+        if not wants.readings:
+            return Tick(at=self.clock.now())
+        state = await load_state(self.store)
+        app = state.spec.app(record.app)
+        target = backend_name(app.name, record.to_color)
+        baseline = backend_name(app.name, record.from_color)
+        servers = await self.plane.servers([target])
+        counters = await self.plane.counters([target, baseline])
+        answer = None
+        if wants.confirm is not None and record.plan.confirm is not None:
+            ask = wants.confirm
+            question = self._hook_event(
+                record, "step.confirm", ask.seq, {"step": ask.step, "weight": ask.weight}
+            )
+            answer = await confirm(self.webhooks, record.plan.confirm, question)
+        return Tick(
+            at=self.clock.now(),
+            weights=state.routing_for(app).weights,
+            health=health_gate(servers, target, record.to_color),
+            target=counters.get(target),
+            baseline=counters.get(baseline),
+            confirm=answer,
+            lost=(await self.plane.info()).lost,
+        )
+
+    async def _set_share(self, record: ReleaseRecord, action: SetShare) -> ShareSet | ShareFailed:
+        """Give the target its share, leaving colors other releases move alone."""
+        try:
+            async with self.traffic.lock(record.app):
+                state = await load_state(self.store)
+                app = state.spec.app(record.app)
+                routing = state.routing_for(app)
+                busy = await self.traffic.releasing(app.name) - {record.to_color}
+                donors = [
+                    c.name for c in app.colors if c.name != record.to_color and c.name not in busy
+                ]
+                target = set_share(
+                    routing.weights,
+                    record.to_color,
+                    action.share,
+                    donors=donors,
+                    source=action.source,
+                    restore=action.restore,
+                )
+                ms = None
+                if target != routing.weights:
+                    done = await self.traffic.set_weights(
+                        app,
+                        routing,
+                        target,
+                        actor=record.actor,
+                        action=f"release.{action.purpose}",
+                        reason=record.reason,
+                        detail=dict(action.detail),
+                    )
+                    ms = done["ms"]
+        except PrismError as exc:
+            return ShareFailed(at=self.clock.now(), purpose=action.purpose, error=str(exc))
+        readings: dict[str, Counters] = {}
+        if action.purpose == "step":
+            # The counters the new analysis window starts from; none read is no window yet.
+            backends = [backend_name(app.name, c) for c in (record.to_color, record.from_color)]
+            try:
+                readings = await self.plane.counters(backends)
+            except PrismError as exc:
+                log.warning("release %s/%s: %s", record.app, record.to_color, exc)
+        return ShareSet(
+            at=self.clock.now(),
+            purpose=action.purpose,
+            weights=target,
+            ms=ms,
+            target=readings.get(backend_name(app.name, record.to_color)),
+            baseline=readings.get(backend_name(app.name, record.from_color)),
+        )
+
+    async def _drain(self, record: ReleaseRecord, action: Drain) -> Drained:
+        state = await load_state(self.store)
+        app = state.spec.app(record.app)
+        result = await self.traffic.drain(app, list(action.colors), action.timeout_ms)
+        return Drained(at=self.clock.now(), result=result)
+
+    # -- following other processes -------------------------------------------
+
+    async def _follow(self, revision: int) -> None:
+        """Drive releases other processes start, and wake ours when they are steered."""
+        while True:
+            changes = self.store.watch(RELEASES, from_revision=revision)
+            try:
+                async for change in changes:
+                    revision = change.revision
+                    self._notice(change)
+                return  # the store closed
+            except Compacted:
+                revision = await self.store.revision()
+                for entry in await self.store.list(RELEASES):
+                    self._notice(WatchEvent("put", entry.key, entry.value, entry.mod_revision))
+            except StoreError as exc:
+                log.warning("following releases: %s", exc)
+                await self.clock.sleep(1.0)
+            finally:
+                await _close(changes)
+
+    def _notice(self, change: WatchEvent) -> None:
+        if change.revision in self._own:
+            self._own.discard(change.revision)
+            return
+        if change.kind != "put" or change.value is None:
+            return
+        try:
+            record = ReleaseRecord.model_validate_json(change.value)
+        except ValueError:
+            log.warning("ignoring an unreadable release record at %s", change.key)
+            return
+        # A pending record is its starter's until the gates passed.
+        if record.active and record.phase is not Phase.PENDING:
+            self._spawn(record.app, record.to_color, restarted=False)
+
+    # -- saving and telling ---------------------------------------------------
+
+    async def _commit(self, result: Step, expect: int) -> int:
+        """Save the step's record (with its audit entry), then send its webhook events."""
+        record = result.record
+        audit = next((a for a in result.actions if isinstance(a, Audit)), None)
         key = release_key(record.app, record.to_color)
         revision = await self.store.commit(
-            [Put(key, dump(record))], expect=[Compare(key, expect)], audit=audit
+            [Put(key, dump(record))],
+            expect=[Compare(key, expect)],
+            audit=None if audit is None else _draft(record, audit),
         )
-        self._saved.setdefault((record.app, record.to_color), asyncio.Event()).set()
+        if self._follower is not None:
+            self._own.add(revision)
+        for action in result.actions:
+            if isinstance(action, Emit):
+                event = self._hook_event(
+                    record, action.kind, action.seq, dict(action.data), at=action.at
+                )
+                self.webhooks.emit(record.plan.webhooks, event)
         return revision
 
-    def entry(
-        self, name: str, ok: bool, message: str, readings: dict[str, Any] | None = None
-    ) -> LogEntry:
-        return LogEntry(
-            name=name, ok=ok, message=message, at=self.clock.now(), readings=readings or {}
-        )
-
-    def event(self, record: ReleaseRecord, kind: str, data: dict[str, Any]) -> Event:
-        return Event(
+    def _hook_event(
+        self,
+        record: ReleaseRecord,
+        kind: str,
+        seq: int,
+        data: dict[str, Any],
+        *,
+        at: float | None = None,
+    ) -> HookEvent:
+        return HookEvent(
             kind=kind,
             app=record.app,
             color=record.to_color,
             release_id=record.id,
-            seq=record.seq,
-            at=self.clock.now(),
+            seq=seq,
+            at=self.clock.now() if at is None else at,
             data=data,
         )
 
-    async def emit(self, record: ReleaseRecord, kind: str, data: dict[str, Any]) -> None:
-        """Queue an event for the plan's webhooks (never blocks the release)."""
-        if record.plan.webhooks:
-            found = await self.get(record.app, record.to_color)
-            seq = (found[0].seq if found else record.seq) + 1
-            if found is not None:
-                with contextlib.suppress(Conflict):
-                    await self.save(found[0].noted(self.clock.now(), seq=seq), found[1])
-            event = Event(
-                kind=kind,
-                app=record.app,
-                color=record.to_color,
-                release_id=record.id,
-                seq=seq,
-                at=self.clock.now(),
-                data=data,
-            )
-            self.webhooks.emit(record.plan.webhooks, event)
 
-    def audit(
-        self,
-        record: ReleaseRecord,
-        event: str,
-        message: str | None = None,
-        readings: dict[str, Any] | None = None,
-    ) -> AuditDraft:
-        detail: dict[str, Any] = {
-            "release": record.id,
-            "from": record.from_color,
-            "to": record.to_color,
-            "phase": record.phase.value,
-            "step_index": record.step,
-        }
-        if message:
-            detail["step"] = {"name": event, "message": message}
-        if readings:
-            detail["readings"] = readings
-        return AuditDraft(
-            actor=record.actor,
-            action=f"release.{event}",
-            app=record.app,
-            detail=detail,
-            reason=record.reason,
-        )
+def _draft(record: ReleaseRecord, audit: Audit) -> AuditDraft:
+    detail: dict[str, Any] = {
+        "release": record.id,
+        "from": record.from_color,
+        "to": record.to_color,
+        "phase": record.phase.value,
+        "step_index": record.step,
+    }
+    if audit.message:
+        detail["step"] = {"name": audit.event, "message": audit.message}
+    if audit.readings:
+        detail["readings"] = dict(audit.readings)
+    return AuditDraft(
+        actor=record.actor,
+        action=f"release.{audit.event}",
+        app=record.app,
+        detail=detail,
+        reason=record.reason,
+    )
+
+
+async def _close(changes: AsyncIterator[WatchEvent]) -> None:
+    """Release a watch promptly (the Store protocol types it as a plain async iterator)."""
+    close = getattr(changes, "aclose", None)
+    if close is not None:
+        await close()

@@ -10,38 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-__all__ = ["PASSED_CHECKS", "GateResult", "ServerReading", "health_gate", "in_use", "smoke_gate"]
+from prism.core.readings import ServerReading
 
-
-class _StatLike(Protocol):
-    @property
-    def proxy(self) -> str: ...
-    @property
-    def server(self) -> str: ...
-    @property
-    def status(self) -> str: ...
-    @property
-    def scur(self) -> int: ...
-    @property
-    def check_status(self) -> str: ...
-
-
-#: Last-check results that mean a check really ran and passed ("* " marks one in progress).
-PASSED_CHECKS = frozenset({"L4OK", "L6OK", "L7OK"})
-
-
-@dataclass(frozen=True)
-class ServerReading:
-    server: str
-    status: str
-    scur: int
-    check_status: str = ""
-
-    @property
-    def checked_ok(self) -> bool:
-        return self.check_status.removeprefix("* ").strip() in PASSED_CHECKS
+__all__ = ["GateResult", "health_gate", "in_use", "smoke_gate"]
 
 
 @dataclass(frozen=True)
@@ -54,50 +27,44 @@ class GateResult:
     readings: dict[str, Any] = field(default_factory=dict)
 
 
-def server_readings(rows: Iterable[_StatLike], backend: str) -> list[ServerReading]:
-    """The server rows of one backend from ``show stat``, without FRONTEND/BACKEND lines."""
-    return [
-        ServerReading(row.server, row.status, row.scur, row.check_status)
-        for row in rows
-        if row.proxy == backend and row.server not in ("FRONTEND", "BACKEND")
-    ]
-
-
-def health_gate(rows: Iterable[_StatLike], backend: str, color: str) -> GateResult:
+def health_gate(servers: Iterable[ServerReading], backend: str, color: str) -> GateResult:
     """Pass only if the backend has at least one server and every one is exactly ``UP``
     with a health check that really ran and passed (HAProxy reports a server it has
-    not checked yet as ``UP`` too)."""
-    servers = server_readings(rows, backend)
+    not checked yet as ``UP`` too), on every node that reports it."""
+    rows = [s for s in servers if s.backend == backend]
     readings = {
-        "servers": {s.server: s.status for s in servers},
-        "checks": {s.server: s.check_status for s in servers},
+        "servers": {s.where: s.status for s in rows},
+        "checks": {s.where: s.check_status for s in rows},
     }
-    if not servers:
+    if not rows:
         return GateResult(
             "health",
             False,
             f"color {color!r} has no servers: add servers before releasing to it",
             readings,
         )
-    not_up = [s for s in servers if s.status != "UP"]
+    not_up = [s for s in rows if s.status != "UP"]
     if not_up:
-        listed = ", ".join(f"{s.server} is {s.status}" for s in not_up)
+        listed = ", ".join(f"{s.where} is {s.status}" for s in not_up)
         return GateResult(
             "health",
             False,
             f"color {color!r} is not ready: {listed} (every server must be exactly UP)",
             readings,
         )
-    unchecked = [s for s in servers if not s.checked_ok]
+    unchecked = [s for s in rows if not s.checked_ok]
     if unchecked:
-        listed = ", ".join(f"{s.server} last check {s.check_status or 'none'}" for s in unchecked)
+        listed = ", ".join(f"{s.where} last check {s.check_status or 'none'}" for s in unchecked)
         return GateResult(
             "health",
             False,
             f"color {color!r} is not ready: {listed} (a health check must have passed)",
             readings,
         )
-    return GateResult("health", True, f"all {len(servers)} server(s) of {color!r} are UP", readings)
+    count = len({s.server for s in rows})
+    nodes = len({s.node for s in rows})
+    where = f" on {nodes} nodes" if nodes > 1 else ""
+    return GateResult("health", True, f"all {count} server(s) of {color!r} are UP{where}", readings)
 
 
 def smoke_gate(
@@ -107,9 +74,14 @@ def smoke_gate(
     expect_status: int | None,
     expect_body: str | None,
     error: str | None = None,
+    node: str = "",
 ) -> GateResult:
-    """Judge one smoke request's outcome against its expectations."""
+    """Judge one smoke request's outcome against its expectations (``node``: through
+    which HAProxy it went, in a fleet)."""
     readings: dict[str, Any] = {"status": status, "body": body[:200]}
+    if node:
+        readings["node"] = node
+        error = None if error is None else f"{error} (through {node})"
     if error is not None:
         return GateResult("smoke", False, f"smoke request failed: {error}", readings)
     if expect_status is not None and status != expect_status:

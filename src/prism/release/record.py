@@ -1,19 +1,47 @@
 """A release as saved in the store: its plan, phase, position and what it saw.
 
-Frozen; every change makes a new record through :meth:`ReleaseRecord.moved`
-(which checks the phase table) or :meth:`ReleaseRecord.noted`.
+Frozen data only. The phases are named here because a record stores one;
+which phase may follow which, and on what event, is the business of the
+release machine (:mod:`prism.release.machine`), which imports this module and
+is never imported by it. Records written before a field existed still load:
+every field added since has a default.
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from prism.release.phases import ACTIVE, Phase, advance
 from prism.release.plan import Analysis, ReleasePlan
 
-__all__ = ["LogEntry", "ReleaseRecord"]
+__all__ = ["ACTIVE", "TERMINAL", "InFlight", "LogEntry", "Phase", "ReleaseRecord"]
+
+
+class Phase(StrEnum):
+    """Where a release is; :mod:`prism.release.machine` says what may follow."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    PAUSED = "paused"
+    WAITING = "waiting"
+    HOLDING = "holding"
+    DRAINING = "draining"
+    ROLLING_BACK = "rolling_back"
+    COMPLETED = "completed"
+    ROLLED_BACK = "rolled_back"
+    REFUSED = "refused"
+    FAILED = "failed"
+
+
+#: The phases a release ends in; the machine checks at import that they take no event.
+TERMINAL = frozenset({Phase.COMPLETED, Phase.ROLLED_BACK, Phase.REFUSED, Phase.FAILED})
+ACTIVE = frozenset(Phase) - TERMINAL
+
+#: The traffic action a record has saved before performing it: the current
+#: step's share, the rollback's share, or the drain of the colors left empty.
+InFlight = Literal["step", "rollback", "drain"]
 
 
 class LogEntry(BaseModel):
@@ -58,22 +86,21 @@ class ReleaseRecord(BaseModel):
     updated_at: float
     seq: int = 0
     steps: tuple[LogEntry, ...] = ()
+    #: the traffic action saved but not yet known to be done: re-issued after a crash
+    inflight: InFlight | None = None
+    #: refusals of the in-flight action in a row (a rollback gives up after a few)
+    attempts: int = 0
 
     @property
     def active(self) -> bool:
+        """Whether the release has not ended yet."""
         return self.phase in ACTIVE
 
-    def moved(
-        self, phase: Phase, at: float, entry: LogEntry | None = None, **changes: Any
-    ) -> ReleaseRecord:
-        """The record in ``phase`` (checked against the table), with an optional log entry."""
-        advance(self.phase, phase)
-        return self.noted(at, entry, phase=phase, **changes)
-
-    def noted(self, at: float, entry: LogEntry | None = None, **changes: Any) -> ReleaseRecord:
-        """The record with a log entry and field changes, in the same phase."""
-        steps = (*self.steps, entry) if entry else self.steps
-        return self.model_copy(update={"updated_at": at, "steps": steps[-200:], **changes})
+    def noted(self, at: float, *entries: LogEntry, **changes: Any) -> ReleaseRecord:
+        """The record with log entries appended and fields changed (the log keeps 200)."""
+        steps = (*self.steps, *entries)[-200:]
+        return self.model_copy(update={"updated_at": at, "steps": steps, **changes})
 
     def summary(self) -> dict[str, Any]:
+        """The record as JSON data, as the API and the CLI show it."""
         return self.model_dump(mode="json")
