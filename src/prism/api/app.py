@@ -1,5 +1,6 @@
-"""The FastAPI application. Handlers are thin: they validate, call
-:class:`prism.serve.lifespan.Prism`, and return JSON. Errors map in :mod:`problems`.
+"""The FastAPI application. Handlers are thin: they validate, call one of the
+use-case services (:class:`prism.services.Services`), and return JSON.
+Errors map in :mod:`problems`.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from prism import __version__, names
 from prism.api.problems import install_handlers
-from prism.core.model import DurationMs, Spec, parse_model
+from prism.core.model import DurationMs, Spec
 from prism.errors import InvalidInput, Unauthorized
 from prism.release.plan import ReleasePlan
-from prism.serve.lifespan import Prism
+from prism.services import Services
 
 __all__ = ["create_app"]
 
@@ -87,9 +88,9 @@ class ApplyRequest(BaseModel):
     reason: str | None = Field(default=None, max_length=500)
 
 
-def _prism(request: Request) -> Prism:
-    prism: Prism = request.app.state.prism
-    return prism
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
 
 
 def _name(value: str, what: str) -> str:
@@ -125,8 +126,8 @@ def actor(
 Actor = Annotated[str, Depends(actor)]
 
 
-def create_app(prism: Prism, token: str) -> FastAPI:
-    """The API app over an open Prism node (whose lifespan the caller owns)."""
+def create_app(services: Services, token: str) -> FastAPI:
+    """The API app over a control plane's services (whose lifespan the caller owns)."""
     app = FastAPI(
         title="Prism",
         version=__version__,
@@ -135,7 +136,7 @@ def create_app(prism: Prism, token: str) -> FastAPI:
         docs_url="/api/v1/docs",
         redoc_url=None,
     )
-    app.state.prism = prism
+    app.state.services = services
     app.state.token = token
     install_handlers(app)
 
@@ -144,28 +145,30 @@ def create_app(prism: Prism, token: str) -> FastAPI:
     @app.get(f"{v1}/health", tags=["node"])
     async def health(request: Request) -> dict[str, Any]:
         """Whether HAProxy runs and desired state is applied."""
-        return {"version": __version__, **await _prism(request).health()}
+        return {"version": __version__, **await _services(request).status.health()}
 
     @app.get(f"{v1}/apps", tags=["apps"])
     async def list_apps(request: Request) -> list[dict[str, Any]]:
         """Every app with routing, colors, servers' exact health and latest release."""
-        return await _prism(request).status()
+        return await _services(request).status.status()
 
     @app.get(f"{v1}/apps/{{app}}", tags=["apps"])
     async def get_app(request: Request, app: AppName) -> dict[str, Any]:
         """One app's status."""
-        return (await _prism(request).status(_name(app, "app name")))[0]
+        return (await _services(request).status.status(_name(app, "app name")))[0]
 
     @app.get(f"{v1}/config", tags=["config"])
     async def get_config(request: Request) -> dict[str, Any]:
         """The desired spec, as `prism apply` takes it."""
-        state = await _prism(request).state()
+        state = await _services(request).spec.state()
         return {"revision": state.revision, "spec": state.spec.model_dump(mode="json")}
 
     @app.put(f"{v1}/config", tags=["config"])
     async def put_config(request: Request, body: ApplyRequest, who: Actor) -> dict[str, Any]:
         """Replace the whole spec: validated, checked with `haproxy -c`, persisted, applied."""
-        return await _prism(request).apply_spec(body.spec, actor=who, reason=_reason(body.reason))
+        return await _services(request).spec.apply(
+            body.spec, actor=who, reason=_reason(body.reason)
+        )
 
     @app.post(f"{v1}/apps/{{app}}/release", tags=["releases"])
     async def release(
@@ -175,17 +178,13 @@ def create_app(prism: Prism, token: str) -> FastAPI:
 
         The one-step plan ``[weight: 100]``; answers when the release has ended.
         """
-        plan = parse_model(
-            ReleasePlan,
-            {
-                "to": _name(body.to, "color"),
-                "smoke": body.smoke,
-                "drain_timeout_ms": body.drain_timeout,
-            },
-            source="release",
-        )
-        record = await _prism(request).engine.start(
-            _name(app, "app name"), plan, actor=who, reason=_reason(body.reason), wait=True
+        record = await _services(request).releases.blue_green(
+            _name(app, "app name"),
+            _name(body.to, "color"),
+            smoke=body.smoke,
+            drain_timeout_ms=body.drain_timeout,
+            actor=who,
+            reason=_reason(body.reason),
         )
         return record.summary()
 
@@ -194,7 +193,7 @@ def create_app(prism: Prism, token: str) -> FastAPI:
         request: Request, app: AppName, body: RollbackRequest, who: Actor
     ) -> dict[str, Any]:
         """Return to the weights before the last change, through the same gates."""
-        return await _prism(request).traffic.rollback(
+        return await _services(request).routing.rollback(
             _name(app, "app name"), actor=who, reason=_reason(body.reason), smoke=body.smoke
         )
 
@@ -203,7 +202,7 @@ def create_app(prism: Prism, token: str) -> FastAPI:
         request: Request, app: AppName, body: StartRequest, who: Actor
     ) -> dict[str, Any]:
         """Start a progressive release: weight steps, pauses, analysis, webhooks."""
-        record = await _prism(request).engine.start(
+        record = await _services(request).releases.start(
             _name(app, "app name"),
             body.plan,
             actor=who,
@@ -215,18 +214,15 @@ def create_app(prism: Prism, token: str) -> FastAPI:
     @app.get(f"{v1}/apps/{{app}}/releases", tags=["releases"])
     async def list_releases(request: Request, app: AppName) -> list[dict[str, Any]]:
         """The latest release of each color of the app, newest first."""
-        prism = _prism(request)
-        name = _name(app, "app name")
-        (await prism.state()).spec.app(name)
-        return [r.summary() for r in await prism.engine.records(name)]
+        records = await _services(request).releases.records(_name(app, "app name"))
+        return [r.summary() for r in records]
 
     @app.get(f"{v1}/apps/{{app}}/releases/history", tags=["releases"])
     async def release_history(
         request: Request, app: AppName, limit: Annotated[int, Query(ge=1, le=10_000)] = 100
     ) -> list[dict[str, Any]]:
         """Release events from the audit log, newest first."""
-        records = await _prism(request).history(_name(app, "app name"), 10_000)
-        return [r for r in records if str(r["action"]).startswith("release.")][:limit]
+        return await _services(request).releases.history(_name(app, "app name"), limit)
 
     @app.post(f"{v1}/apps/{{app}}/releases/{{action}}", tags=["releases"])
     async def steer_release(
@@ -238,17 +234,14 @@ def create_app(prism: Prism, token: str) -> FastAPI:
     ) -> dict[str, Any]:
         """Promote (``full``: straight to the final weight), pause, resume or abort
         (roll back) a release; ``color`` picks one when several are active."""
-        engine = _prism(request).engine
-        name = _name(app, "app name")
-        color = None if body.color is None else _name(body.color, "color")
-        if action == "promote":
-            record = await engine.promote(name, color, full=body.full, actor=who)
-        elif action == "pause":
-            record = await engine.pause(name, color, actor=who)
-        elif action == "resume":
-            record = await engine.resume(name, color, actor=who)
-        else:
-            record = await engine.abort(name, color, actor=who, reason=_reason(body.reason))
+        record = await _services(request).releases.steer(
+            _name(app, "app name"),
+            action,
+            color=None if body.color is None else _name(body.color, "color"),
+            full=body.full,
+            actor=who,
+            reason=_reason(body.reason),
+        )
         return record.summary()
 
     @app.put(f"{v1}/apps/{{app}}/weights", tags=["routing"])
@@ -257,7 +250,7 @@ def create_app(prism: Prism, token: str) -> FastAPI:
     ) -> dict[str, Any]:
         """Split traffic over any number of colors, in one atomic map change (no reload)."""
         weights = {_name(c, "color"): w for c, w in body.weights.items()}
-        return await _prism(request).traffic.shift(
+        return await _services(request).routing.shift(
             _name(app, "app name"),
             weights,
             actor=who,
@@ -268,14 +261,14 @@ def create_app(prism: Prism, token: str) -> FastAPI:
     @app.get(f"{v1}/apps/{{app}}/pins", tags=["routing"])
     async def list_pins(request: Request, app: AppName) -> list[dict[str, str]]:
         """Pinned keys per rule, and their colors."""
-        return await _prism(request).pins(_name(app, "app name"))
+        return await _services(request).pins.pins(_name(app, "app name"))
 
     @app.put(f"{v1}/apps/{{app}}/pins/{{key:path}}", tags=["routing"])
     async def put_pin(
         request: Request, app: AppName, key: str, body: PinRequest, who: Actor
     ) -> dict[str, Any]:
         """Pin a key (tenant, user, network) to a color; pins win over weights."""
-        return await _prism(request).pin(
+        return await _services(request).pins.pin(
             _name(app, "app name"),
             key,
             _name(body.color, "color"),
@@ -293,7 +286,7 @@ def create_app(prism: Prism, token: str) -> FastAPI:
         rule: Annotated[str | None, Query(max_length=64)] = None,
     ) -> dict[str, Any]:
         """Unpin a key; it returns to weighted routing."""
-        return await _prism(request).unpin(
+        return await _services(request).pins.unpin(
             _name(app, "app name"),
             key,
             rule=None if rule is None else _name(rule, "pin rule"),
@@ -306,7 +299,7 @@ def create_app(prism: Prism, token: str) -> FastAPI:
         request: Request, app: AppName, color: str, body: ServerRequest, who: Actor
     ) -> dict[str, Any]:
         """Add a server without reload; it takes traffic only after its checks pass."""
-        return await _prism(request).add_server(
+        return await _services(request).servers.add(
             _name(app, "app name"),
             _name(color, "color"),
             body.address,
@@ -320,22 +313,35 @@ def create_app(prism: Prism, token: str) -> FastAPI:
         request: Request, app: AppName, color: str, server: str, who: Actor
     ) -> dict[str, Any]:
         """Drain a server until its in-use connections are 0, then remove it, without reload."""
-        return await _prism(request).remove_server(
+        return await _services(request).servers.remove(
             _name(app, "app name"), _name(color, "color"), server, actor=who, reason=None
         )
+
+    @app.get(f"{v1}/nodes", tags=["nodes"])
+    async def list_nodes(request: Request) -> list[dict[str, Any]]:
+        """Every HAProxy node: state, address, applied revision, lag, heartbeat, HAProxy,
+        drift and last error."""
+        return await _services(request).status.nodes()
+
+    @app.delete(f"{v1}/nodes/{{node}}", tags=["nodes"])
+    async def forget_node(
+        request: Request, node: Annotated[str, Path(max_length=64)], who: Actor
+    ) -> dict[str, Any]:
+        """Forget a lost node: releases stop waiting for it (it rejoins by starting again)."""
+        return await _services(request).status.forget(_name(node, "node name"), actor=who)
 
     @app.get(f"{v1}/apps/{{app}}/history", tags=["apps"])
     async def app_history(
         request: Request, app: AppName, limit: Annotated[int, Query(ge=1, le=10_000)] = 50
     ) -> list[dict[str, Any]]:
         """The app's audit log, newest first."""
-        return await _prism(request).history(_name(app, "app name"), limit)
+        return await _services(request).status.history(_name(app, "app name"), limit)
 
     @app.get(f"{v1}/history", tags=["node"])
     async def history(
         request: Request, limit: Annotated[int, Query(ge=1, le=10_000)] = 50
     ) -> list[dict[str, Any]]:
         """The whole audit log, newest first."""
-        return await _prism(request).history(None, limit)
+        return await _services(request).status.history(None, limit)
 
     return app

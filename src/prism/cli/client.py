@@ -24,24 +24,11 @@ __all__ = ["ApiClient", "Target", "locate"]
 
 DEFAULT_URL = "http://127.0.0.1:7070"
 
+# Every error class of the tree, by the title the API's problem answers carry.
 _BY_TITLE: dict[str, type[PrismError]] = {
     cls.title: cls
-    for cls in (
-        errors.InvalidInput,
-        errors.UnsafeArgument,
-        errors.NotFound,
-        errors.Conflict,
-        errors.IllegalTransition,
-        errors.GateFailed,
-        errors.Unauthorized,
-        errors.HAProxyError,
-        errors.HAProxyNotFound,
-        errors.ConfigRejected,
-        errors.RuntimeAPIError,
-        errors.Drift,
-        errors.StoreError,
-        errors.Unavailable,
-    )
+    for cls in (getattr(errors, name) for name in errors.__all__)
+    if isinstance(cls, type) and issubclass(cls, PrismError)
 }
 
 

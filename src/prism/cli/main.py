@@ -12,6 +12,8 @@ import click
 
 from prism import __version__
 from prism.cli.common import Ctx, handles_errors, json_option, load_yaml_file, pass_ctx, path, run
+from prism.cli.daemons import agent, demo, serve
+from prism.cli.nodes import nodes
 from prism.cli.output import (
     echo_json,
     format_history,
@@ -65,13 +67,27 @@ def health(ctx: Ctx, as_json: bool) -> None:
         echo_json(answer)
         return
     h = answer["haproxy"]
-    click.echo(
-        f"{answer['status']}: HAProxy {h['version']} "
-        + (f"running (pid {h['pid']}, {h['restarts']} restarts)" if h["running"] else "NOT running")
-        + f"; revision {answer['desired_revision']} desired, {answer['applied_revision']} applied"
-        + f"\nstats: {h['admin_url']}  metrics: {h['metrics_url']}"
-        + (f"\nlast error: {answer['last_error']}" if answer["last_error"] else "")
+    revisions = (
+        f"revision {answer['desired_revision']} desired, {answer['applied_revision']} applied"
     )
+    if h.get("mode") == "fleet":
+        head = (
+            f"{answer['status']}: fleet of {len(h['live'])} live node(s)"
+            + (f", lost: {', '.join(h['lost'])}" if h["lost"] else "")
+            + f"; this control plane is the {answer.get('role', 'leader')}; {revisions}"
+            + " (lowest of the nodes)"
+        )
+    else:
+        head = (
+            f"{answer['status']}: HAProxy {h['version']} "
+            + (
+                f"running (pid {h['pid']}, {h['restarts']} restarts)"
+                if h["running"]
+                else "NOT running"
+            )
+            + f"; {revisions}\nstats: {h['admin_url']}  metrics: {h['metrics_url']}"
+        )
+    click.echo(head + (f"\nlast error: {answer['last_error']}" if answer["last_error"] else ""))
 
 
 def load_spec_file(path: Path) -> Spec:
@@ -154,61 +170,7 @@ def history(ctx: Ctx, app: str | None, limit: int, as_json: bool) -> None:
     echo_json(answer) if as_json else click.echo(format_history(answer))
 
 
-@cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="API address")
-@click.option("--port", default=7070, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--admin-port", type=click.IntRange(1, 65535), help="HAProxy stats/metrics port")
-@click.option("--haproxy", "haproxy_path", envvar="PRISM_HAPROXY", help="haproxy binary")
-@click.option("--stop-haproxy", is_flag=True, help="stop HAProxy when Prism exits")
-@click.option(
-    "--reconcile-interval",
-    default=5.0,
-    show_default=True,
-    type=click.FloatRange(0.1, 3600),
-    help="seconds between checks that HAProxy still holds the desired state",
-)
-@pass_ctx
-@handles_errors
-def serve(
-    ctx: Ctx,
-    host: str,
-    port: int,
-    admin_port: int | None,
-    haproxy_path: str | None,
-    stop_haproxy: bool,
-    reconcile_interval: float,
-) -> None:
-    """Run the API, the release engine and the local HAProxy.
-
-    HAProxy keeps serving when Prism exits (unless --stop-haproxy); the next
-    `prism serve` on the same state directory adopts it.
-    """
-    from prism.serve.http import ServeOptions, serve_forever
-    from prism.serve.lifespan import ServiceOptions, default_state_dir
-
-    state_dir = ctx.state_dir or default_state_dir()
-    options = ServiceOptions(
-        state_dir=state_dir,
-        haproxy=haproxy_path,
-        admin_port=admin_port,
-        stop_haproxy_on_exit=stop_haproxy,
-        reconcile_interval=reconcile_interval,
-    )
-    run(serve_forever(ServeOptions(service=options, host=host, port=port)))
-
-
-@cli.command()
-@click.option("--haproxy", "haproxy_path", envvar="PRISM_HAPROXY", help="haproxy binary")
-@pass_ctx
-@handles_errors
-def demo(ctx: Ctx, haproxy_path: str | None) -> None:
-    """Start HAProxy, three demo backends (blue, green, red) and Prism; Ctrl-C stops all."""
-    from prism.demo.run import run_demo
-
-    run(run_demo(ctx.state_dir, haproxy_path))
-
-
-for command in (release, shift, pin, unpin, pins, server):
+for command in (release, shift, pin, unpin, pins, server, nodes, serve, agent, demo):
     cli.add_command(command)
 
 

@@ -28,6 +28,17 @@ def _when(at: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
 
 
+def _health(server: dict[str, Any]) -> str:
+    """A server's status; in a fleet, on how many nodes it is UP and what the others see."""
+    nodes: dict[str, dict[str, Any]] = server.get("nodes") or {}
+    if not nodes:
+        return str(server["status"])
+    up = sorted(n for n, r in nodes.items() if r["status"] == "UP")
+    others = [f"{r['status']} on {n}" for n, r in sorted(nodes.items()) if r["status"] != "UP"]
+    text = f"UP on {len(up)}/{len(nodes)} nodes"
+    return text + (f" ({', '.join(others)})" if others else "")
+
+
 def format_status(apps: list[dict[str, Any]]) -> str:
     if not apps:
         return "no apps yet: describe them in prism.yaml and run `prism apply -f prism.yaml`"
@@ -59,7 +70,7 @@ def format_status(apps: list[dict[str, Any]]) -> str:
         for color in app["colors"]:
             mark = "*" if color["active"] else " "
             servers = ", ".join(
-                f"{s['name']} {s['address']} {s['status']}"
+                f"{s['name']} {s['address']} {_health(s)}"
                 + (f" ({s['in_use']} in use)" if s["in_use"] else "")
                 for s in color["servers"]
             )

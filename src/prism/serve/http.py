@@ -16,7 +16,8 @@ import uvicorn
 
 from prism.api import create_app
 from prism.node.files import remove, write_atomic
-from prism.serve.lifespan import Prism, ServiceOptions, ensure_token
+from prism.node.settings import ensure_token
+from prism.serve.lifespan import Prism, ServiceOptions
 
 __all__ = ["ServeOptions", "serve_forever"]
 
@@ -39,7 +40,7 @@ async def serve_forever(
         url = f"http://{options.host}:{options.port}"
         announce = (options.announce_dir or prism.paths.root) / "server.json"
         config = uvicorn.Config(
-            create_app(prism, token),
+            create_app(prism.services, token),
             host=options.host,
             port=options.port,
             log_level="warning",

@@ -1,0 +1,188 @@
+"""The status use case: what each app looks like now, the node's health, the audit log."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from prism.core.buckets import layout_ranges
+from prism.core.keys import RELEASES
+from prism.core.model import App, DesiredState, backend_name
+from prism.core.readings import ServerReading
+from prism.dataplane.base import DataPlane
+from prism.errors import InvalidInput, PrismError
+from prism.release.record import ReleaseRecord
+from prism.services.pins import pin_list
+from prism.store.desired import load_state
+from prism.types import AuditDraft, Store
+
+__all__ = ["StatusService", "server_status"]
+
+
+def server_status(readings: list[ServerReading]) -> dict[str, Any]:
+    """One server's health from the readings of every node that has it.
+
+    On one node: its exact status, last check and connections in use. In a
+    fleet, ``status`` is the exact status when every node agrees (``UP`` only
+    if it is ``UP`` everywhere), else how many nodes see it ``UP`` (``UP 2/3``),
+    and ``nodes`` holds each node's own reading.
+    """
+    if not readings:
+        return {"status": "UNKNOWN", "check": "", "in_use": 0}
+    statuses = {r.status for r in readings}
+    if len(statuses) == 1:
+        status = readings[0].status
+    else:
+        up = sum(1 for r in readings if r.status == "UP")
+        status = f"UP {up}/{len(readings)}" if up else sorted(statuses)[0]
+    checks = {r.check_status for r in readings}
+    found: dict[str, Any] = {
+        "status": status,
+        "check": readings[0].check_status if len(checks) == 1 else ",".join(sorted(checks)),
+        "in_use": sum(r.in_use for r in readings),
+    }
+    if any(r.node for r in readings):
+        found["nodes"] = {
+            r.node: {"status": r.status, "check": r.check_status, "in_use": r.in_use}
+            for r in readings
+        }
+    return found
+
+
+class StatusService:
+    """``prism status``, ``prism health`` and ``prism history``."""
+
+    def __init__(
+        self, store: Store, plane: DataPlane, *, role: Callable[[], str] = lambda: "leader"
+    ) -> None:
+        self.store = store
+        self.plane = plane
+        #: "leader" when this control plane drives releases, else "follower"
+        self.role = role
+
+    async def health(self) -> dict[str, Any]:
+        state = await load_state(self.store)
+        info = await self.plane.info()
+        return {
+            "status": "ok" if info.healthy else "degraded",
+            "haproxy": dict(info.detail),
+            "desired_revision": state.revision,
+            "applied_revision": info.applied_revision,
+            "last_error": info.last_error,
+            "role": self.role(),
+            "lost_nodes": list(info.lost),
+        }
+
+    async def nodes(self) -> list[dict[str, Any]]:
+        """Every HAProxy node with its applied revision and how far it lags behind."""
+        revision = (await load_state(self.store)).revision
+        rows = await self.plane.nodes()
+        for row in rows:
+            if "applied_revision" in row:
+                row["lag"] = max(0, revision - int(row["applied_revision"]))
+        return rows
+
+    async def forget(self, node: str, *, actor: str) -> dict[str, Any]:
+        """Stop waiting for a lost node; audited."""
+        await self.plane.forget(node)
+        await self.store.record(
+            AuditDraft(actor=actor, action="node.forget", detail={"node": node})
+        )
+        return {"forgotten": node}
+
+    async def status(self, app_name: str | None = None) -> list[dict[str, Any]]:
+        """Per app: weights, buckets, servers with their exact health, pins, latest release."""
+        state = await load_state(self.store)
+        apps = [state.spec.app(app_name)] if app_name else list(state.spec.apps)
+        # one app: only its backends, not a row per server of the whole configuration
+        backends = [backend_name(a.name, c.name) for a in apps for c in a.colors]
+        try:
+            readings = await self.plane.servers(backends if app_name else [])
+        except PrismError:
+            readings = []  # status still answers: every server shows UNKNOWN
+        info = await self.plane.info()
+        by_server: dict[tuple[str, str], list[ServerReading]] = {}
+        for reading in readings:
+            by_server.setdefault((reading.backend, reading.server), []).append(reading)
+        return [
+            await self._app_status(state, app, by_server, info.applied_revision) for app in apps
+        ]
+
+    async def _app_status(
+        self,
+        state: DesiredState,
+        app: App,
+        readings: dict[tuple[str, str], list[ServerReading]],
+        applied: int,
+    ) -> dict[str, Any]:
+        routing = state.routing_for(app)
+        ranges = layout_ranges(routing.layout)
+        colors = []
+        for color in app.colors:
+            backend = backend_name(app.name, color.name)
+            colors.append(
+                {
+                    "name": color.name,
+                    "version": color.version,
+                    "active": color.name == routing.active,
+                    "weight": routing.weights.get(color.name, 0),
+                    "buckets": [f"{lo}-{hi}" for lo, hi, c in ranges if c == color.name],
+                    "servers": [
+                        {
+                            "name": s.name,
+                            "address": s.address,
+                            **server_status(readings.get((backend, s.name), [])),
+                        }
+                        for s in color.servers
+                    ],
+                }
+            )
+        release = await self.latest_release(app.name)
+        return {
+            "name": app.name,
+            "bind": app.bind,
+            "listener": app.listener,
+            "host": app.host,
+            "stable": app.stable,
+            "active": routing.active,
+            "weights": routing.weights,
+            "previous": routing.previous,
+            "stickiness": app.stickiness.model_dump(mode="json"),
+            "colors": colors,
+            "pins": pin_list(state, app),
+            "release": release.model_dump(mode="json") if release else None,
+            "desired_revision": state.revision,
+            "applied_revision": applied,
+        }
+
+    async def releases(self, app: str) -> list[ReleaseRecord]:
+        """Every color's latest release of ``app``, newest first."""
+        found = [
+            ReleaseRecord.model_validate_json(e.value)
+            for e in await self.store.list(f"{RELEASES}{app}/")
+        ]
+        return sorted(found, key=lambda r: r.started_at, reverse=True)
+
+    async def latest_release(self, app: str) -> ReleaseRecord | None:
+        records = await self.releases(app)
+        return records[0] if records else None
+
+    async def history(self, app_name: str | None, limit: int) -> list[dict[str, Any]]:
+        if app_name is not None:
+            (await load_state(self.store)).spec.app(app_name)
+        if not 1 <= limit <= 10_000:
+            raise InvalidInput("limit must be between 1 and 10000")
+        records = await self.store.audit(app=app_name, limit=limit)
+        return [
+            {
+                "id": r.id,
+                "revision": r.revision,
+                "at": r.at,
+                "actor": r.actor,
+                "action": r.action,
+                "app": r.app,
+                "detail": r.detail,
+                "reason": r.reason,
+            }
+            for r in records
+        ]
