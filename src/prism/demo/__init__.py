@@ -1,3 +1,6 @@
-"""Demo and test backends: small HTTP servers that answer with their color and version."""
+"""``prism demo``: demo backends that answer with their color and version, and the demo itself.
+
+May import everything: it starts a whole control plane (or a fleet) locally.
+"""
 
 __all__: list[str] = []

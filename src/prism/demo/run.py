@@ -1,19 +1,29 @@
 """``prism demo``: HAProxy, three demo backends and Prism, on free local ports.
 
-Everything started here is stopped on the way out (Ctrl-C), by PID.
+``prism demo --fleet N`` runs a fleet instead: etcd, N agents with their own
+HAProxy on 127.0.0.2 ... and a control plane. Everything started here is
+stopped on the way out (Ctrl-C), by PID. The banner appears once every color's
+servers are exactly UP, so a first command is never refused for ``UP 1/2``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
+import time
 from pathlib import Path
+from typing import Any
 
 import click
 
 from prism.core.model import Spec, parse_model
-from prism.node.files import remove
+from prism.errors import PrismError
+from prism.node.files import remove, write_atomic
+from prism.node.paths import default_state_dir
 from prism.serve.http import ServeOptions, serve_forever
-from prism.serve.lifespan import Prism, ServiceOptions, default_state_dir
+from prism.serve.lifespan import Prism, ServiceOptions
+from prism.services.status import StatusService
 from prism.testing.processes import Backend, free_port, start_backend
 
 __all__ = ["demo_spec", "run_demo"]
@@ -21,8 +31,9 @@ __all__ = ["demo_spec", "run_demo"]
 COLORS = (("blue", "v1.0.0"), ("green", "v2.0.0"), ("red", "v3.0.0-rc1"))
 
 
-def demo_spec(listen_port: int, backends: list[Backend]) -> Spec:
-    """One app, ``shop``, with a blue, green and red color of one server each."""
+def demo_spec(listen_port: int, backends: list[Backend], *, host: str = "127.0.0.1") -> Spec:
+    """One app, ``shop``, with a blue, green and red color of one server each, listening
+    on ``host`` (``0.0.0.0`` in a fleet: every node's own listen address)."""
     colors = [
         {
             "name": color,
@@ -37,7 +48,7 @@ def demo_spec(listen_port: int, backends: list[Backend]) -> Spec:
             "apps": [
                 {
                     "name": "shop",
-                    "bind": f"127.0.0.1:{listen_port}",
+                    "bind": f"{host}:{listen_port}",
                     "stable": "blue",
                     "check": {"path": "/healthz", "inter_ms": "500ms", "rise": 2, "fall": 2},
                     "smoke": {"path": "/", "expect_status": 200},
@@ -52,9 +63,14 @@ def demo_spec(listen_port: int, backends: list[Backend]) -> Spec:
     )
 
 
-async def run_demo(state_dir: Path | None, haproxy: str | None) -> None:
+async def run_demo(
+    state_dir: Path | None, haproxy: str | None, *, fleet: int | None = None
+) -> None:
     """Run the demo until Ctrl-C."""
     home = state_dir or default_state_dir()
+    if fleet is not None:
+        await _run_fleet(home, fleet)
+        return
     demo_dir = home / "demo"
     listen_port, api_port, admin_port = free_port(), free_port(), free_port()
     backends: list[Backend] = []
@@ -64,7 +80,8 @@ async def run_demo(state_dir: Path | None, haproxy: str | None) -> None:
         spec = demo_spec(listen_port, backends)
 
         async def ready(prism: Prism, url: str) -> None:
-            await prism.apply_spec(spec, actor="demo", reason="prism demo")
+            await prism.services.spec.apply(spec, actor="demo", reason="prism demo")
+            await _all_up(prism.services.status)
             _banner(url, listen_port, admin_port, backends, home)
 
         options = ServeOptions(
@@ -114,5 +131,82 @@ def _banner(
         "  prism history shop",
         "",
         f"(state: {home / 'demo'}; Ctrl-C stops everything)",
+    ]
+    click.echo("\n".join(lines))
+
+
+async def _all_up(status: StatusService) -> None:
+    """Wait (bounded: 30 s) until every server of every color is exactly UP everywhere."""
+    deadline = time.monotonic() + 30.0
+    while time.monotonic() < deadline:
+        apps = await status.status()
+        servers = [s for app in apps for c in app["colors"] for s in c["servers"]]
+        if servers and all(s["status"] == "UP" for s in servers):
+            return
+        await asyncio.sleep(0.2)
+    click.echo("prism demo: not every server is UP yet; `prism status` shows which", err=True)
+
+
+async def _run_fleet(home: Path, nodes: int) -> None:
+    """etcd, ``nodes`` agents and one control plane, until Ctrl-C."""
+    from prism.testing.fleet import LocalFleet
+
+    base = home / "demo-fleet"
+    listen_port = free_port()
+    backends: list[Backend] = []
+    fleet = LocalFleet(base, nodes=nodes, heartbeat=1.0, lease_ttl=3.0)
+    try:
+        for color, version in COLORS:
+            backends.append(start_backend(color, version))
+        await asyncio.to_thread(fleet.start)
+        plane = fleet.control[0]
+        spec = demo_spec(listen_port, backends, host="0.0.0.0")
+        body = {"spec": spec.model_dump(mode="json"), "reason": "prism demo --fleet"}
+        reply = await asyncio.to_thread(fleet.api, "PUT", "/config", body)
+        if reply.status_code != 200:
+            raise PrismError(f"the demo spec was refused: {reply.text[:500]}")
+        await asyncio.to_thread(_fleet_up, fleet)
+        info = {"url": plane.url, "state_dir": str(plane.state_dir), "pid": plane.process.pid}
+        write_atomic(home / "server.json", json.dumps(info) + "\n", mode=0o600)
+        _fleet_banner(fleet, listen_port, backends, home)
+        await asyncio.Event().wait()  # until Ctrl-C cancels the demo
+    finally:
+        await asyncio.to_thread(fleet.close)
+        for backend in backends:
+            with contextlib.suppress(Exception):
+                backend.stop()
+        remove(home / "server.json")
+        click.echo("prism demo: stopped the control plane, the agents, HAProxy, etcd and backends")
+
+
+def _fleet_up(fleet: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        apps = fleet.api("GET", "/apps").json()
+        servers = [s for app in apps for c in app["colors"] for s in c["servers"]]
+        if servers and all(s["status"] == "UP" for s in servers):
+            return
+        time.sleep(0.2)
+    click.echo("prism demo: not every server is UP on every node yet", err=True)
+
+
+def _fleet_banner(fleet: Any, listen_port: int, backends: list[Backend], home: Path) -> None:
+    plane = fleet.control[0]
+    lines = [
+        "",
+        f"Prism fleet demo is running: {len(fleet.agents)} HAProxy nodes kept in step by etcd.",
+        f"  control plane  {plane.url}/api/v1   (store {fleet.store_url})",
+        *(f"  node {node.name:<6}   http://{node.address}:{listen_port}/" for node in fleet.agents),
+        "  backends       " + ", ".join(f"{b.color} 127.0.0.1:{b.port}" for b in backends),
+        "",
+        "Try, from a second terminal:",
+        "  prism nodes                                 # who is there, what each runs",
+        "  prism status                                # health of every server, per node",
+        "  prism release shop --to green               # every node switches in lockstep",
+        "  prism shift shop blue=70 green=20 red=10",
+        f"  for n in {' '.join(n.address for n in fleet.agents)}; do "
+        f"curl -s http://$n:{listen_port}/; echo; done",
+        "",
+        f"(state: {fleet.base}; Ctrl-C stops everything)",
     ]
     click.echo("\n".join(lines))

@@ -1,0 +1,158 @@
+"""A fleet of three HAProxy nodes kept in step: every change on every node, all or nothing."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from prism.testing.fleet import LocalFleet
+from prism.testing.load import run_load_in_thread
+from prism.testing.processes import Backend
+
+pytestmark = [pytest.mark.haproxy, pytest.mark.etcd]
+
+
+def colors_seen(
+    fleet: LocalFleet, index: int, port: int, n: int = 60, **headers: str
+) -> Counter[str]:
+    seen: Counter[str] = Counter()
+    with httpx.Client(timeout=5) as client:
+        for _ in range(n):
+            seen[client.get(fleet.node_url(index, port), headers=headers).json()["color"]] += 1
+    return seen
+
+
+def test_every_change_reaches_every_node(fleet: LocalFleet, shop_port: int) -> None:
+    """Release, shift, pin and server add through one API act on all three listeners."""
+    released = fleet.api("POST", "/apps/shop/release", {"to": "green"})
+    assert released.status_code == 200, released.text
+    assert released.json()["phase"] == "completed"
+    for index in range(3):
+        assert set(colors_seen(fleet, index, shop_port, 20)) == {"green"}
+    shifted = fleet.api("PUT", "/apps/shop/weights", {"weights": {"green": 50, "red": 50}})
+    assert shifted.status_code == 200, shifted.text
+    assert sorted(shifted.json()["operations"]) == ["lb-1 applied", "lb-2 applied", "lb-3 applied"]
+    for index in range(3):
+        seen = colors_seen(fleet, index, shop_port, 200)
+        assert set(seen) == {"green", "red"}, seen
+        assert 60 <= seen["red"] <= 140, seen
+    pinned = fleet.api("PUT", "/apps/shop/pins/acme", {"color": "blue"})
+    assert pinned.status_code == 200, pinned.text
+    for index in range(3):
+        assert set(colors_seen(fleet, index, shop_port, 10, **{"X-Tenant": "acme"})) == {"blue"}
+    status = fleet.api("GET", "/apps/shop").json()
+    server = status["colors"][0]["servers"][0]
+    assert sorted(server["nodes"]) == ["lb-1", "lb-2", "lb-3"]
+    nodes = fleet.api("GET", "/nodes").json()
+    revision = status["desired_revision"]
+    assert [(n["name"], n["state"], n["applied_revision"] >= revision) for n in nodes] == [
+        ("lb-1", "live", True),
+        ("lb-2", "live", True),
+        ("lb-3", "live", True),
+    ]
+    assert fleet.api("DELETE", "/apps/shop/pins/acme").status_code == 200
+    back = fleet.api("PUT", "/apps/shop/weights", {"weights": {"blue": 100}})
+    assert back.status_code == 200, back.text
+
+
+def test_server_add_reaches_every_node(
+    fleet: LocalFleet, shop_port: int, color_servers: dict[str, Backend]
+) -> None:
+    """A server added through the API joins its color on every node, UP on each."""
+    added = fleet.api(
+        "POST", "/apps/shop/colors/red/servers", {"address": color_servers["red"].address}
+    )
+    assert added.status_code == 200, added.text
+    status = fleet.api("GET", "/apps/shop").json()
+    red = next(c for c in status["colors"] if c["name"] == "red")
+    assert [s["name"] for s in red["servers"]] == ["s1", "s2"]
+    assert {n: r["status"] for n, r in red["servers"][1]["nodes"].items()} == {
+        "lb-1": "UP",
+        "lb-2": "UP",
+        "lb-3": "UP",
+    }
+    removed = fleet.api("DELETE", "/apps/shop/colors/red/servers/s2")
+    assert removed.status_code == 200, removed.text
+
+
+def test_cutovers_and_weight_moves_under_load_lose_nothing(
+    fleet: LocalFleet, shop_port: int
+) -> None:
+    """Load on all three listeners through 10 cutovers and 20 weight moves: 0 failed requests."""
+    loads = [
+        run_load_in_thread(fleet.agents[i].address, shop_port, duration=12.0, concurrency=4)
+        for i in range(3)
+    ]
+    time.sleep(0.5)  # let every load generator open its connections first
+    for n in range(10):
+        to = "green" if n % 2 == 0 else "blue"
+        reply = fleet.api("POST", "/apps/shop/release", {"to": to, "smoke": False})
+        assert reply.status_code == 200, reply.text
+    for n in range(20):
+        green = 5 * (n + 1) % 100
+        reply = fleet.api(
+            "PUT", "/apps/shop/weights", {"weights": {"blue": 100 - green, "green": green}}
+        )
+        assert reply.status_code == 200, reply.text
+    reports = [load.result(timeout=60) for load in loads]
+    for index, report in enumerate(reports):
+        assert report.total > 300, (index, report.summary())
+        assert report.failures == [], (index, report.summary(), report.failures[:5])
+    fleet.api("PUT", "/apps/shop/weights", {"weights": {"blue": 100}})
+
+
+def _workers(master: int) -> list[int]:
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    return [int(pid) for pid in children]
+
+
+@contextlib.contextmanager
+def frozen_haproxy(fleet: LocalFleet, index: int) -> Iterator[None]:
+    """SIGSTOP one node's HAProxy workers: its listener and Runtime API stop answering."""
+    master = fleet.haproxy_pid(index)
+    assert master is not None
+    workers = _workers(master)
+    for pid in workers:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in workers:
+            os.kill(pid, signal.SIGCONT)
+
+
+def test_one_node_unable_to_stage_changes_no_node(fleet: LocalFleet, shop_port: int) -> None:
+    """lb-2 cannot stage a pin: the change fails naming lb-2, and no node ever applies it."""
+    with frozen_haproxy(fleet, 1):
+        reply = fleet.api("PUT", "/apps/shop/pins/acme", {"color": "red"})
+    assert reply.status_code == 502, reply.text
+    problem = reply.json()
+    assert "lb-2" in problem["detail"], problem
+    assert list(problem["nodes"]) == ["lb-2"], problem
+    for index in range(3):
+        seen = colors_seen(fleet, index, shop_port, 20, **{"X-Tenant": "acme"})
+        assert set(seen) == {"blue"}, (index, seen)
+    assert fleet.api("GET", "/apps/shop/pins").json() == []
+    history = fleet.api("GET", "/apps/shop/history?limit=5").json()
+    assert [h["action"] for h in history[:2]] == ["pin.reverted", "pin"]
+
+
+def test_a_node_that_cannot_read_its_servers_refuses_a_shift(
+    fleet: LocalFleet, shop_port: int
+) -> None:
+    """A gate judges every live node: lb-2 sends no readings, so the shift is refused."""
+    with frozen_haproxy(fleet, 1):
+        reply = fleet.api("PUT", "/apps/shop/weights", {"weights": {"blue": 50, "red": 50}})
+    assert reply.status_code == 502, reply.text
+    assert list(reply.json()["nodes"]) == ["lb-2"]
+    assert fleet.api("GET", "/apps/shop").json()["weights"] == {"blue": 100}
+    for index in range(3):
+        assert set(colors_seen(fleet, index, shop_port, 20)) == {"blue"}, index
