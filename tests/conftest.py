@@ -8,9 +8,9 @@ the pidfile in the state directory, as a safety net.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -21,6 +21,8 @@ from typing import Any
 import httpx
 import pytest
 
+from prism.haproxy.parsers import parse_servers_conn, parse_show_stat
+from prism.node.paths import StatePaths
 from prism.testing.processes import (
     Backend,
     BackendSpec,
@@ -29,6 +31,7 @@ from prism.testing.processes import (
     free_port,
     with_open_files_limit,
 )
+from prism.testing.wait import wait_for
 
 
 @dataclass
@@ -83,14 +86,20 @@ def _kill_pid(pid: int | None) -> None:
 
 
 def _wait_http(url: str, deadline: float, proc: ManagedProcess) -> None:
-    while time.monotonic() < deadline:
+    def answers() -> bool:
         if not proc.alive:
             raise RuntimeError(f"prism serve exited early:\n{proc.stderr_text()}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"prism serve did not answer in time:\n{proc.stderr_text()}")
+        return httpx.get(url, timeout=1).status_code == 200
+
+    try:
+        wait_for(
+            answers,
+            ignore=(httpx.HTTPError,),
+            timeout=max(deadline - time.monotonic(), 0.1),
+            what=f"prism serve to answer {url}",
+        )
+    except AssertionError as exc:
+        raise RuntimeError(f"{exc}\n{proc.stderr_text()}") from None
 
 
 @contextlib.contextmanager
@@ -197,14 +206,59 @@ def shop_spec(listen_port: int, servers: dict[str, Backend], **app: Any) -> dict
 
 def wait_until_up(server: Server, app: str, colors: list[str], timeout: float = 15) -> None:
     """Wait (bounded) until every server of the named colors is exactly UP."""
-    deadline = time.monotonic() + timeout
-    status: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        status = server.api("GET", f"/apps/{app}").json()
+
+    def all_up(status: dict[str, Any]) -> bool:
         states = [
             s["status"] for c in status["colors"] if c["name"] in colors for s in c["servers"]
         ]
-        if states and all(s == "UP" for s in states):
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"servers not UP in time: {json.dumps(status)[:2000]}")
+        return bool(states) and all(s == "UP" for s in states)
+
+    wait_for(
+        lambda: server.api("GET", f"/apps/{app}").json(),
+        until=all_up,
+        timeout=timeout,
+        interval=0.1,
+        what=f"every server of {app} {'/'.join(colors)} UP",
+    )
+
+
+def haproxy_admin(server: Server, command: str) -> str:
+    """One command on the admin socket of ``server``'s HAProxy; its whole reply."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(5)
+        sock.connect(str(StatePaths(server.state_dir).admin_socket))
+        sock.sendall(command.encode() + b"\n")
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks).decode()
+
+
+def wait_for_traffic(server: Server, backend: str, at_least: int = 20, timeout: float = 15) -> int:
+    """Wait (bounded) until HAProxy's ``backend`` has served ``at_least`` requests in all.
+
+    For a test that starts a load and must act only once it flows. Returns the
+    count seen.
+    """
+
+    def served() -> int:
+        rows = parse_show_stat(haproxy_admin(server, f"show stat {backend} -1 -1"))
+        return next((r.stot for r in rows if r.server == "BACKEND"), 0)
+
+    return wait_for(
+        served,
+        until=lambda n: n >= at_least,
+        timeout=timeout,
+        what=f"{backend} to serve {at_least} requests",
+    )
+
+
+def wait_in_flight(server: Server, backend: str, timeout: float = 10) -> None:
+    """Wait (bounded) until a server of HAProxy's ``backend`` has a request in flight."""
+    wait_for(
+        lambda: parse_servers_conn(haproxy_admin(server, f"show servers conn {backend}")),
+        until=lambda conns: any(c.used_cur > 0 for c in conns),
+        timeout=timeout,
+        interval=0.02,
+        what=f"a request in flight on {backend}",
+    )

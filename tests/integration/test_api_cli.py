@@ -16,7 +16,7 @@ import yaml
 
 from prism.haproxy.runtime import RuntimeClient, UnixSocketTransport
 from prism.testing.processes import Backend, free_port
-from tests.conftest import Server, shop_spec, wait_until_up
+from tests.conftest import Server, shop_spec, wait_in_flight, wait_until_up
 
 pytestmark = pytest.mark.haproxy
 
@@ -266,7 +266,7 @@ def test_drain_waits_for_in_flight_requests(
         target=lambda: answers.append(httpx.get(f"http://127.0.0.1:{port}/slow", timeout=10))
     )
     slow.start()
-    time.sleep(0.3)
+    wait_in_flight(server, "shop.blue")
     first = server.api("POST", "/apps/shop/release", {"to": "green", "drain_timeout": "300ms"})
     assert first.status_code == 200, first.text
     assert first.json()["phase"] == "completed"
@@ -285,7 +285,7 @@ def test_drain_waits_for_in_flight_requests(
     green = color_backends["green"].url
     assert httpx.post(f"{green}/_fault", json={"status": None, "delay_ms": 1000}).status_code == 200
     slow.start()
-    time.sleep(0.3)
+    wait_in_flight(server, "shop.green")
     started = time.monotonic()
     second = server.api("POST", "/apps/shop/rollback", {"smoke": False})
     assert second.json()["drain"].endswith("drained: no connection in use"), second.text

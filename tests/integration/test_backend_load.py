@@ -21,6 +21,7 @@ from prism.testing.processes import (
     free_port,
     start_backend,
 )
+from prism.testing.wait import wait_for
 
 
 @pytest.fixture
@@ -108,7 +109,7 @@ async def test_killed_backend_shows_up_as_failures_not_gaps(blue: Backend) -> No
     task = asyncio.create_task(
         run_load(blue.host, blue.port, total=1000, duration=20, concurrency=8)
     )
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(0.5)  # not a wait: part of the load runs, then the kill (see above)
     killed_at = time.monotonic()
     blue.kill9()
     assert not blue.alive
@@ -132,7 +133,7 @@ async def test_dead_port_from_a_thread_is_all_failures() -> None:
 
 def test_start_backend_reports_stderr_on_failure() -> None:
     """A backend that cannot start raises PrismError carrying its stderr."""
-    with pytest.raises(PrismError) as info:
+    with pytest.raises(PrismError, match="failed to start: exited before it was ready") as info:
         start_backend("not a color!", "v1")
     assert "must match" in info.value.detail["stderr"]
 
@@ -161,6 +162,7 @@ def test_backends_stops_everything_on_error() -> None:
 
 def test_stop_escalates_to_sigkill_and_is_idempotent() -> None:
     """A child that ignores SIGTERM is SIGKILLed after the timeout; stop() can repeat."""
+    # The child sleeps (not a wait: it only has to outlive the stop) with SIGTERM ignored.
     code = (
         "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
         "print('ignoring', flush=True); time.sleep(60)"
@@ -181,9 +183,7 @@ def test_chatty_child_never_blocks_and_its_output_is_kept() -> None:
     code = "import sys; sys.stdout.write('x' * 500_000); sys.stderr.write('last words\\n')"
     proc = ManagedProcess([sys.executable, "-c", code], name="chatty")
     try:
-        deadline = time.monotonic() + 10
-        while proc.alive and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_for(lambda: not proc.alive, timeout=10, interval=0.02, what="the chatty child to exit")
         assert proc.stop() == 0
         assert proc.stderr_text().endswith("last words\n")
     finally:

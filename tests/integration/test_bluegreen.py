@@ -12,7 +12,8 @@ import pytest
 
 from prism.testing.load import LoadReport, Sample, run_load_in_thread
 from prism.testing.processes import Backend, free_port
-from tests.conftest import Server, shop_spec, wait_until_up
+from prism.testing.wait import wait_for
+from tests.conftest import Server, shop_spec, wait_for_traffic, wait_until_up
 
 pytestmark = pytest.mark.haproxy
 
@@ -75,7 +76,7 @@ def test_zero_downtime_cutovers_and_reloads_under_load(
     switches: list[Switch] = []
     reloads = 0
     color = "blue"
-    time.sleep(0.3)
+    wait_for_traffic(server, "shop.blue")
     for i in range(20):
         target = "green" if color == "blue" else "blue"
         start = time.monotonic()
@@ -96,7 +97,7 @@ def test_zero_downtime_cutovers_and_reloads_under_load(
             assert reply.status_code == 200, reply.text
             assert reply.json()["mode"] == "reload", reply.text
             reloads += 1
-        time.sleep(0.1)
+        time.sleep(0.1)  # not a wait: it spreads the storm over the load
     report = future.result(timeout=300)
 
     assert reloads == 3
@@ -118,13 +119,7 @@ def test_release_to_down_color_is_refused_without_errors(
     assert server.api("PUT", "/config", {"spec": spec}).status_code == 200
     wait_until_up(server, "shop", ["blue", "green"])
     color_backends["green"].stop()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        status = server.api("GET", "/apps/shop").json()
-        green = next(c for c in status["colors"] if c["name"] == "green")
-        if green["servers"][0]["status"].startswith("DOWN"):
-            break
-        time.sleep(0.1)
+    wait_for_status(server, "green", lambda s: s.startswith("DOWN"))
 
     future = run_load_in_thread("127.0.0.1", port, total=3000, concurrency=20, keepalive=True)
     reply = server.api("POST", "/apps/shop/release", {"to": "green"})
@@ -170,16 +165,20 @@ def test_release_waits_for_rise_count(server: Server, color_backends: dict[str, 
 def wait_for_status(server: Server, color: str, want: object, timeout: float = 10) -> str:
     """Poll the app's status until the color's server status satisfies ``want``."""
     assert callable(want)
-    deadline = time.monotonic() + timeout
-    seen = []
-    while time.monotonic() < deadline:
-        status = server.api("GET", "/apps/shop").json()
-        value = next(c for c in status["colors"] if c["name"] == color)["servers"][0]["status"]
+    seen: list[str] = []
+
+    def status() -> str:
+        reply = server.api("GET", "/apps/shop").json()
+        value = next(c for c in reply["colors"] if c["name"] == color)["servers"][0]["status"]
         seen.append(value)
-        if want(value):
-            return str(value)
-        time.sleep(0.02)
-    raise AssertionError(f"status never matched; saw {sorted(set(seen))}")
+        return str(value)
+
+    try:
+        return wait_for(
+            status, until=want, timeout=timeout, interval=0.02, what=f"{color}'s s1 status"
+        )
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; saw {sorted(set(seen))}") from None
 
 
 def test_new_color_survives_reload_and_haproxy_kill(
@@ -201,12 +200,13 @@ def test_new_color_survives_reload_and_haproxy_kill(
     old = server.haproxy_pid
     assert old is not None
     os.kill(old, signal.SIGKILL)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        health = server.api("GET", "/health").json()
-        if health["haproxy"]["running"] and health["haproxy"]["pid"] not in (None, old):
-            break
-        time.sleep(0.1)
+    health = wait_for(
+        lambda: server.api("GET", "/health").json(),
+        until=lambda h: h["haproxy"]["running"] and h["haproxy"]["pid"] not in (None, old),
+        timeout=20,
+        interval=0.1,
+        what="a new HAProxy master",
+    )
     assert health["haproxy"]["restarts"] >= 1
     wait_until_up(server, "shop", ["green"])
     assert get_color(port) == "green"
@@ -264,9 +264,11 @@ def test_a_map_edited_behind_prisms_back_is_restored(
             sock.connect(str(paths.admin_socket))
             sock.sendall(f"set map {paths.weights_map('shop')} 0:99 shop.blue\n".encode())
             assert sock.recv(1024).strip() == b""  # HAProxy took the edit
-        deadline = time.monotonic() + 10
-        while get_color(port) != "green":
-            assert time.monotonic() < deadline, "the edited map was never restored"
-            time.sleep(0.05)
+        wait_for(
+            lambda: get_color(port),
+            until=lambda color: color == "green",
+            timeout=10,
+            what="the edited map to be restored",
+        )
         assert [get_color(port) for _ in range(20)] == ["green"] * 20
         assert server.api("GET", "/apps/shop").json()["weights"] == {"green": 100}

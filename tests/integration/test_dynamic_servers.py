@@ -23,6 +23,7 @@ from prism.haproxy.parsers import StatRow, parse_show_stat
 from prism.haproxy.runtime import RuntimeClient, UnixSocketTransport
 from prism.testing.load import LoadReport, run_load_in_thread
 from prism.testing.processes import Backend, BackendSpec, backends, free_port
+from prism.testing.wait import eventually, wait_for
 
 pytestmark = pytest.mark.haproxy
 
@@ -128,11 +129,13 @@ def haproxy(pool: dict[str, Backend]) -> Iterator[HAProxy]:
     log = (root / "haproxy.log").open("wb")
     proc = subprocess.Popen([_binary(), "-db", "-f", str(config)], stdout=log, stderr=log)
     try:
-        deadline = time.monotonic() + 10
-        while not _accepts(sock):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"HAProxy did not start:\n{(root / 'haproxy.log').read_text()}")
-            time.sleep(0.05)
+
+        def up() -> bool:
+            if proc.poll() is not None:
+                pytest.fail(f"HAProxy exited:\n{(root / 'haproxy.log').read_text()}")
+            return _accepts(sock)
+
+        wait_for(up, timeout=10, what="HAProxy's admin socket to accept")
         yield HAProxy(proc.pid, sock, fe_port)
     finally:
         proc.terminate()
@@ -150,12 +153,31 @@ async def recording(haproxy: HAProxy) -> Recording:
     """The admin socket, recorded; returns once the static s1 is exactly UP."""
     recording = Recording(UnixSocketTransport(haproxy.socket))
     runtime = RuntimeClient(recording)
-    deadline = time.monotonic() + 10
-    while await _status(runtime, "s1") != "UP":
-        assert time.monotonic() < deadline, "s1 never came UP"
-        await asyncio.sleep(0.05)
+    await eventually(
+        lambda: _status(runtime, "s1"), until=lambda s: s == "UP", timeout=10, what="s1 UP"
+    )
     recording.log.clear()
     return recording
+
+
+def _observer(haproxy: HAProxy) -> RuntimeClient:
+    """A client whose questions stay out of the recording a test asserts on."""
+    return RuntimeClient(UnixSocketTransport(haproxy.socket))
+
+
+async def _served(runtime: RuntimeClient, name: str, at_least: int) -> None:
+    """Wait (bounded) until server ``name`` of the backend has served ``at_least`` requests."""
+
+    async def total() -> int:
+        rows = await runtime.show_stat(BACKEND)
+        return next((r.stot for r in rows if r.server == name), 0)
+
+    await eventually(
+        total,
+        until=lambda n: n >= at_least,
+        timeout=10,
+        what=f"{name} to serve {at_least} requests",
+    )
 
 
 async def _status(runtime: RuntimeClient, name: str) -> str | None:
@@ -197,10 +219,10 @@ async def test_add_then_remove_the_original_under_load_fails_no_request(
         )
         for concurrency, mode in ((16, keepalive), (8, not keepalive))
     ]
-    await asyncio.sleep(0.5)
+    await _served(_observer(haproxy), "s1", 200)  # the load is flowing through s1
     added = await add_server(runtime, BACKEND, _server(pool["s2"]), CHECK, clock=CLOCK)
     again = await add_server(runtime, BACKEND, _server(pool["s2"]), CHECK, clock=CLOCK)
-    await asyncio.sleep(0.5)
+    await _served(_observer(haproxy), "s2", 200)  # both serve before s1 goes
     removed = await remove_server(runtime, BACKEND, "s1", clock=CLOCK)
     removed_at = time.monotonic()
     absent = await remove_server(runtime, BACKEND, "s1", clock=CLOCK)
@@ -240,8 +262,9 @@ async def test_a_server_failing_its_checks_is_refused_and_never_served(
             "127.0.0.1", haproxy.port, duration=2.5, total=20_000, concurrency=20, max_seconds=20
         )
     )
-    await asyncio.sleep(0.2)
-    with pytest.raises(GateFailed) as caught:
+    await _served(_observer(haproxy), "s1", 50)  # the load is flowing before the add
+    pattern = r"^server s3 \(127\.0\.0\.1:\d+\) failed its health"
+    with pytest.raises(GateFailed, match=pattern) as caught:
         await add_server(runtime, BACKEND, bad, CHECK, clock=CLOCK, timeout=1.5)
     [report] = await _collect(load)
 
@@ -262,12 +285,17 @@ async def test_a_server_failing_its_checks_is_refused_and_never_served(
 
 async def _busy(runtime: RuntimeClient, name: str, deadline: float) -> None:
     """Wait until ``name`` has a request in flight."""
-    while True:
-        conns = {c.server: c.used_cur for c in await runtime.show_servers_conn(BACKEND)}
-        if conns.get(name, 0) > 0:
-            return
-        assert time.monotonic() < deadline, f"{name} never got a request"
-        await asyncio.sleep(0.02)
+
+    async def in_use() -> dict[str, int]:
+        return {c.server: c.used_cur for c in await runtime.show_servers_conn(BACKEND)}
+
+    await eventually(
+        in_use,
+        until=lambda conns: conns.get(name, 0) > 0,
+        timeout=max(deadline - time.monotonic(), 0.02),
+        interval=0.02,
+        what=f"{name} to get a request",
+    )
 
 
 async def test_removal_waits_for_a_slow_request_in_flight(
@@ -324,25 +352,26 @@ async def test_removal_past_drain_timeout_retries_delete_until_connections_go(
 
 
 @pytest.mark.parametrize(
-    ("backend", "name", "host"),
+    ("backend", "name", "host", "kind"),
     [
-        ("app;show info", "s9", "127.0.0.1"),
-        ("app", "s9;del server app/s1", "127.0.0.1"),
-        ("app", "s9\nset server app/s1 state maint", "127.0.0.1"),
-        ("app", "s9", "127.0.0.1 backup"),
+        ("app;show info", "s9", "127.0.0.1", "backend name"),
+        ("app", "s9;del server app/s1", "127.0.0.1", "server name"),
+        ("app", "s9\nset server app/s1 state maint", "127.0.0.1", "server name"),
+        ("app", "s9", "127.0.0.1 backup", "server address"),
     ],
 )
 async def test_hostile_names_reach_nothing(
-    haproxy: HAProxy, recording: Recording, backend: str, name: str, host: str
+    haproxy: HAProxy, recording: Recording, backend: str, name: str, host: str, kind: str
 ) -> None:
     """Injection attempts raise UnsafeArgument; HAProxy receives nothing and s1 stays UP."""
     runtime = RuntimeClient(recording)
     # model_construct skips the model's own validation, as a careless caller might
     hostile = Server.model_construct(name=name, host=host, port=free_port())
-    with pytest.raises(UnsafeArgument):
+    refused = f"^unsafe {kind} for the Runtime API: "
+    with pytest.raises(UnsafeArgument, match=refused):
         await add_server(runtime, backend, hostile, CHECK, clock=CLOCK)
     if (backend, name) != (BACKEND, "s9"):
-        with pytest.raises(UnsafeArgument):
+        with pytest.raises(UnsafeArgument, match=refused):
             await remove_server(runtime, backend, name, clock=CLOCK)
     assert recording.sent == []
     assert await _status(runtime, "s1") == "UP"

@@ -14,9 +14,10 @@ from typing import Any
 import httpx
 import pytest
 
-from prism.testing.load import run_load_in_thread
+from prism.testing.load import colors_by_key, run_load_in_thread
 from prism.testing.processes import Backend, BackendSpec, backends, free_port
-from tests.conftest import Server, run_server, shop_spec, wait_until_up
+from prism.testing.wait import wait_for
+from tests.conftest import Server, run_server, shop_spec, wait_for_traffic, wait_until_up
 
 pytestmark = pytest.mark.haproxy
 
@@ -54,28 +55,9 @@ def shift(server: Server, **weights: int) -> dict[str, Any]:
     return answer
 
 
-async def _colors_for_users(port: int, users: list[str], cookie: str = "uid") -> dict[str, str]:
+def colors_for_users(port: int, users: list[str], cookie: str = "uid") -> dict[str, str]:
     """One request per user (each with its own cookie); the color that answered each."""
-    out: dict[str, str] = {}
-    queue = list(users)
-    limits = httpx.Limits(max_connections=20, max_keepalive_connections=20)
-    async with httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=10
-    ) as client:
-
-        async def worker() -> None:
-            while queue:
-                user = queue.pop()
-                reply = await client.get("/", headers={"Cookie": f"{cookie}={user}"})
-                assert reply.status_code == 200, reply.text
-                out[user] = reply.json()["color"]
-
-        await asyncio.gather(*(worker() for _ in range(20)))
-    return out
-
-
-def colors_for_users(port: int, users: list[str]) -> dict[str, str]:
-    return asyncio.run(_colors_for_users(port, users))
+    return asyncio.run(colors_by_key("127.0.0.1", port, "Cookie", users, template=f"{cookie}={{}}"))
 
 
 def assert_split(
@@ -176,7 +158,7 @@ def test_fifty_weight_changes_under_load_fail_nothing(
     future = run_load_in_thread(
         "127.0.0.1", port, duration=14, concurrency=50, keepalive=True, max_seconds=60
     )
-    time.sleep(0.5)
+    wait_for_traffic(server, "shop.blue")
     vectors = [
         {"blue": 60, "green": 30, "red": 10},
         {"blue": 20, "green": 50, "red": 30},
@@ -188,7 +170,7 @@ def test_fifty_weight_changes_under_load_fail_nothing(
     for i in range(50):
         delay = start + i * 0.2 - time.monotonic()
         if delay > 0:
-            time.sleep(delay)
+            time.sleep(delay)  # not a wait: it paces the changes at 5/s
         answer = shift(server, **vectors[i % len(vectors)])
         assert answer["changed"]
     report = future.result(timeout=90)
@@ -244,14 +226,17 @@ def test_pins_win_over_weights_and_survive_reload_and_restart(
 
 
 def wait_status(server: Server, color: str, want: str, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def statuses() -> list[str]:
         status = server.api("GET", "/apps/shop").json()
         found = next(c for c in status["colors"] if c["name"] == color)
-        if all(s["status"].startswith(want) for s in found["servers"]):
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{color} never {want}")
+        return [s["status"] for s in found["servers"]]
+
+    wait_for(
+        statuses,
+        until=lambda found: all(s.startswith(want) for s in found),
+        timeout=timeout,
+        what=f"{color}'s servers {want}",
+    )
 
 
 def test_fallback_to_stable_then_maintenance_page(
@@ -290,7 +275,7 @@ def test_server_add_and_remove_under_load(
         future = run_load_in_thread(
             "127.0.0.1", port, total=40_000, concurrency=30, keepalive=True, max_seconds=120
         )
-        time.sleep(0.3)
+        wait_for_traffic(server, "shop.blue")
         added = server.cli("server", "add", "shop", "blue", f"127.0.0.1:{new.port}", "--name", "s2")
         assert added.returncode == 0, added.stderr
         refused = server.cli(
@@ -300,8 +285,7 @@ def test_server_add_and_remove_under_load(
         assert "failed its health checks" in refused.stderr
         removed = server.cli("server", "remove", "shop", "blue", "s1")
         assert removed.returncode == 0, removed.stderr
-        time.sleep(0.5)
-        served = httpx.get(f"http://127.0.0.1:{port}/").json()
+        served = httpx.get(f"http://127.0.0.1:{port}/").json()  # s1 is gone already
         report = future.result(timeout=150)
     assert report.failures == [], report.summary()
     assert served["server"] == "s2"

@@ -16,7 +16,8 @@ import pytest
 
 from prism.testing.load import run_load_in_thread
 from prism.testing.processes import Backend, free_port
-from tests.conftest import Server, run_server, shop_spec, wait_until_up
+from prism.testing.wait import wait_for
+from tests.conftest import Server, run_server, shop_spec, wait_for_traffic, wait_until_up
 
 pytestmark = pytest.mark.haproxy
 
@@ -45,19 +46,27 @@ def release_of(server: Server, color: str) -> dict[str, Any]:
 
 
 def wait_phase(server: Server, color: str, phases: set[str], timeout: float = 30) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    record: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        record = release_of(server, color)
-        if record["phase"] in phases:
-            return record
-        time.sleep(0.05)
-    raise AssertionError(f"never reached {phases}: {json.dumps(record)[:3000]}")
+    return wait_for(
+        lambda: release_of(server, color),
+        until=lambda record: record["phase"] in phases,
+        timeout=timeout,
+        what=f"the release to {color} to reach {sorted(phases)}",
+    )
 
 
 def weights(server: Server) -> dict[str, int]:
     answer: dict[str, int] = server.api("GET", "/apps/shop").json()["weights"]
     return answer
+
+
+def wait_share(server: Server, color: str, share: int, timeout: float = 10) -> None:
+    """Wait (bounded) until ``color`` holds exactly ``share`` of the app's weights."""
+    wait_for(
+        lambda: weights(server),
+        until=lambda w: w.get(color) == share,
+        timeout=timeout,
+        what=f"{color} at {share}%",
+    )
 
 
 def canary(steps: list[int], pause: str = "1s") -> list[dict[str, Any]]:
@@ -77,7 +86,7 @@ def test_healthy_canary_completes_under_load(
     future = run_load_in_thread(
         "127.0.0.1", port, duration=12, concurrency=30, keepalive=True, max_seconds=60
     )
-    time.sleep(0.3)
+    wait_for_traffic(server, "shop.blue")
     start(server, {"to": "green", "steps": canary([5, 25, 50, 100])})
     record = wait_phase(server, "green", {"completed", "rolled_back", "failed"}, timeout=40)
     report = future.result(timeout=90)
@@ -100,11 +109,9 @@ def test_target_turning_5xx_rolls_back_at_next_tick(
     future = run_load_in_thread(
         "127.0.0.1", port, duration=8, concurrency=20, keepalive=True, max_seconds=60
     )
-    time.sleep(0.3)
+    wait_for_traffic(server, "shop.blue")
     start(server, {"to": "green", "steps": canary([5, 25, 50, 100], pause="30s")})
-    deadline = time.monotonic() + 10
-    while weights(server).get("green") != 5 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_share(server, "green", 5)
     green = color_backends["green"].url
     fault_at = time.monotonic()
     assert httpx.post(f"{green}/_fault", json={"status": 500}).status_code == 200
@@ -131,9 +138,7 @@ def test_target_killed_mid_canary_rolls_back(
     """Killing the target's servers mid-canary: traffic leaves them and the release rolls back."""
     port = setup_app(server, color_backends)
     start(server, {"to": "green", "steps": canary([25, 100], pause="30s")})
-    deadline = time.monotonic() + 10
-    while weights(server).get("green") != 25 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_share(server, "green", 25)
     color_backends["green"].kill9()
     record = wait_phase(server, "green", {"rolled_back", "failed"}, timeout=15)
     assert record["phase"] == "rolled_back"
@@ -163,7 +168,7 @@ def test_manual_gate_waits_for_promote_and_abort_rolls_back(
     assert cli.returncode == 0, cli.stderr
     record = wait_phase(server, "green", {"waiting"})
     assert weights(server) == {"blue": 90, "green": 10}
-    time.sleep(1.0)
+    time.sleep(1.0)  # not a wait: nothing may happen; a manual gate does not open by itself
     assert release_of(server, "green")["phase"] == "waiting"
     promoted = server.cli("release", "promote", "shop")
     assert promoted.returncode == 0, promoted.stderr
@@ -224,13 +229,11 @@ def test_kill_9_of_prism_resumes_release(
         )
         start(first, {"to": "green", "steps": [{"weight": 20}, {"pause": pause}, {"weight": 100}]})
         record = wait_phase(first, "green", {"waiting", "running"})
-        deadline = time.monotonic() + 10
-        while weights(first).get("green") != 20 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_share(first, "green", 20)
         stepped = next(
             e["at"] for e in release_of(first, "green")["steps"] if e["name"] == "weight"
         )
-        time.sleep(1.5)
+        time.sleep(1.5)  # not a wait: 1.5 s of the pause pass before the kill, to be kept
         first.process.kill9()
         killed_at = time.time()
         with run_server(state_dir) as second:
@@ -314,18 +317,19 @@ def test_webhooks_get_every_event_in_order_and_confirm_holds(
         },
     )
     wait_phase(server, "green", {"holding"})
-    time.sleep(1.0)
+    time.sleep(1.0)  # not a wait: a second of refused confirms (one a tick) must not move it
     assert release_of(server, "green")["phase"] == "holding"
     assert weights(server) == {"blue": 100}
     assert receiver.confirms >= 2
     receiver.confirm_status = 200
     record = wait_phase(server, "green", {"completed", "rolled_back", "failed"}, timeout=30)
     assert record["phase"] == "completed"
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and (
-        not receiver.events or receiver.events[-1]["event"] != "completed"
-    ):
-        time.sleep(0.05)
+    wait_for(
+        lambda: [e["event"] for e in receiver.events],
+        until=lambda kinds: kinds[-1:] == ["completed"],
+        timeout=5,
+        what="the completed event at the receiver",
+    )
     kinds = [e["event"] for e in receiver.events]
     assert kinds == ["started", "step.advanced", "step.advanced", "completed"], kinds
     assert [e["seq"] for e in receiver.events] == sorted(e["seq"] for e in receiver.events)

@@ -28,11 +28,12 @@ import pytest
 from prism.core.model import DesiredState, Routing, parse_model
 from prism.haproxy.render import RenderedFiles, RenderSettings, render
 from prism.node.paths import StatePaths
+from prism.testing.wait import wait_for
 from tests.conftest import crowded_listener_spec
 
 pytestmark = pytest.mark.haproxy
 
-GOLDEN = Path(__file__).parent.parent / "unit" / "golden"
+GOLDEN = Path(__file__).parent.parent / "unit" / "haproxy" / "golden"
 SMOKE_KEY = "IntegrationSmokeKey42"
 
 
@@ -272,14 +273,24 @@ class Processes:
                     os.kill(pid, signal.SIGKILL)
 
 
+def left(deadline: float) -> float:
+    """Seconds until ``deadline``, at least a moment (to look once more)."""
+    return max(deadline - time.monotonic(), 0.1)
+
+
+def connects(port: int) -> bool:
+    """True if 127.0.0.1:port accepts a connection; OSError if not."""
+    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    return True
+
+
 def wait_listening(port: int, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"nothing listens on 127.0.0.1:{port}")
+    wait_for(
+        lambda: connects(port),
+        ignore=(OSError,),
+        timeout=left(deadline),
+        what=f"something to listen on 127.0.0.1:{port}",
+    )
 
 
 def get(port: int, headers: dict[str, str]) -> tuple[int, str, str]:
@@ -337,9 +348,9 @@ def live_state(ports: dict[str, int]) -> DesiredState:
     return parse_model(DesiredState, data)
 
 
-def servers_up(admin_socket: Path) -> bool:
+def servers_up(show_stat: str) -> bool:
     """True once every server of every backend is exactly UP (show stat, header-parsed)."""
-    stat = admin(admin_socket, "show stat").splitlines()
+    stat = show_stat.splitlines()
     header = stat[0].lstrip("# ").split(",")
     rows = [dict(zip(header, row.split(","), strict=False)) for row in stat[1:] if row]
     servers = [r for r in rows if r["svname"] not in ("FRONTEND", "BACKEND")]
@@ -385,15 +396,18 @@ def start_live(haproxy_bin: str, root: Path, procs: Processes) -> Live:
     )
     for port in (ports["shop"], ports["web"], ports["admin"]):
         wait_listening(port, deadline)
-    while not paths.admin_socket.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(paths.admin_socket.exists, timeout=left(deadline), what="HAProxy's admin socket")
     info = admin(paths.admin_socket, "show info").splitlines()
     worker = int(next(line.split(":")[1] for line in info if line.startswith("Pid:")))
     procs.extra_pids.append((worker, str(paths.config).encode()))
     assert master.poll() is None, (root / "haproxy.log").read_text()
-    while not servers_up(paths.admin_socket):
-        assert time.monotonic() < deadline, admin(paths.admin_socket, "show stat")
-        time.sleep(0.1)
+    wait_for(
+        lambda: admin(paths.admin_socket, "show stat"),
+        until=servers_up,
+        timeout=left(deadline),
+        interval=0.1,
+        what="all six servers UP",
+    )
     return Live(ports=ports, paths=paths)
 
 

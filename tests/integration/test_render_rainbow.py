@@ -27,6 +27,7 @@ from prism.core.model import DesiredState, Routing, parse_model
 from prism.haproxy.render import RenderedFiles, RenderSettings, render
 from prism.node.paths import StatePaths
 from prism.testing.processes import Backend, BackendSpec, ManagedProcess, backends, free_port
+from prism.testing.wait import wait_for
 
 pytestmark = pytest.mark.haproxy
 
@@ -131,10 +132,12 @@ class Live:
         }
 
     def wait_status(self, server: str, status: str, timeout: float = 10) -> None:
-        deadline = time.monotonic() + timeout
-        while self.statuses().get(server) != status:
-            assert time.monotonic() < deadline, f"{server} never became {status}: {self.statuses()}"
-            time.sleep(0.05)
+        wait_for(
+            self.statuses,
+            until=lambda statuses: statuses.get(server) == status,
+            timeout=timeout,
+            what=f"{server} to become {status}",
+        )
 
 
 def write_files(paths: StatePaths, files: RenderedFiles) -> None:
@@ -151,13 +154,24 @@ def routing(weights: dict[str, int]) -> dict[str, Any]:
     return Routing.moved(None, weights).model_dump()
 
 
+def left(deadline: float) -> float:
+    """Seconds until ``deadline``, at least a moment (to look once more)."""
+    return max(deadline - time.monotonic(), 0.1)
+
+
+def connects(port: int) -> bool:
+    """True if 127.0.0.1:port accepts a connection; OSError if not."""
+    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    return True
+
+
 def wait_listening(port: int, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"nothing listens on 127.0.0.1:{port}")
+    wait_for(
+        lambda: connects(port),
+        ignore=(OSError,),
+        timeout=left(deadline),
+        what=f"something to listen on 127.0.0.1:{port}",
+    )
 
 
 @contextlib.contextmanager
@@ -198,9 +212,12 @@ def run_haproxy(
         info = live.admin("show info").splitlines()
         worker = int(next(line.split(":")[1] for line in info if line.startswith("Pid:")))
         expected = sum(len(c["servers"]) for a in spec["spec"]["apps"] for c in a["colors"])
-        while list(live.statuses().values()) != ["UP"] * expected:
-            assert time.monotonic() < deadline, live.statuses()
-            time.sleep(0.05)
+        wait_for(
+            live.statuses,
+            until=lambda statuses: list(statuses.values()) == ["UP"] * expected,
+            timeout=left(deadline),
+            what=f"all {expected} servers UP",
+        )
         yield live
     finally:
         for client in live.clients if live else ():

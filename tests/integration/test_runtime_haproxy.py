@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import socket
 import subprocess
 import tempfile
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +17,7 @@ import pytest
 
 from prism.errors import RuntimeAPIError, UnsafeArgument
 from prism.haproxy.runtime import RuntimeClient, UnixSocketTransport
+from prism.testing.wait import eventually, wait_for
 
 pytestmark = pytest.mark.haproxy
 
@@ -89,11 +90,13 @@ def haproxy() -> Iterator[HAProxy]:
     log = (root / "haproxy.log").open("wb")
     proc = subprocess.Popen([_binary(), "-db", "-f", str(config)], stdout=log, stderr=log)
     try:
-        deadline = time.monotonic() + 10
-        while not _accepts(sock):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"HAProxy did not start:\n{(root / 'haproxy.log').read_text()}")
-            time.sleep(0.05)
+
+        def up() -> bool:
+            if proc.poll() is not None:
+                pytest.fail(f"HAProxy exited:\n{(root / 'haproxy.log').read_text()}")
+            return _accepts(sock)
+
+        wait_for(up, timeout=10, what="HAProxy's admin socket to accept")
         yield HAProxy(proc.pid, sock, str(weights), f"http://127.0.0.1:{fe_port}/", origin_port)
     finally:
         proc.terminate()
@@ -120,22 +123,20 @@ def client(haproxy: HAProxy) -> RuntimeClient:
     return RuntimeClient(UnixSocketTransport(haproxy.socket))
 
 
-async def _until(check: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            pytest.fail("condition not reached in time")
-        await asyncio.sleep(0.05)
-
-
 async def _status(client: RuntimeClient, proxy: str, server: str) -> str | None:
     rows = {(r.proxy, r.server): r.status for r in await client.show_stat()}
     return rows.get((proxy, server))
 
 
-async def _all_up(client: RuntimeClient) -> bool:
-    statuses = [await _status(client, be, "s1") for be in ("shop.blue", "shop.green")]
-    return statuses == ["UP", "UP"]
+async def _until_all_up(client: RuntimeClient) -> None:
+    """Wait (bounded) until s1 of both backends is exactly UP."""
+
+    async def statuses() -> list[str | None]:
+        return [await _status(client, be, "s1") for be in ("shop.blue", "shop.green")]
+
+    await eventually(
+        statuses, until=lambda s: s == ["UP", "UP"], timeout=10, what="both backends' s1 UP"
+    )
 
 
 async def test_show_info_describes_the_running_process(
@@ -152,7 +153,7 @@ async def test_show_stat_reports_exact_status_and_counts_requests(
     haproxy: HAProxy, client: RuntimeClient
 ) -> None:
     """Stat rows carry exact statuses and count the requests sent through HAProxy."""
-    await _until(lambda: _all_up(client))
+    await _until_all_up(client)
     async with httpx.AsyncClient(trust_env=False) as http:
         for _ in range(5):
             assert (await http.get(haproxy.fe_url)).status_code == 200
@@ -210,7 +211,7 @@ async def test_replace_map_moves_traffic_with_no_failed_request(
     haproxy: HAProxy, client: RuntimeClient
 ) -> None:
     """30 replace_map swaps under load never expose a half-written map (no 503s)."""
-    await _until(lambda: _all_up(client))
+    await _until_all_up(client)
     tables = [
         [("0:49", "shop.blue"), ("50:99", "shop.green")],
         [("0:9", "shop.blue"), ("10:99", "shop.green")],
@@ -227,8 +228,14 @@ async def test_replace_map_moves_traffic_with_no_failed_request(
     loaders = [asyncio.create_task(load()) for _ in range(4)]
     try:
         for i in range(30):
+            answered = len(codes)
             await client.replace_map(haproxy.weights, tables[i % len(tables)])
-            await asyncio.sleep(0.01)
+            await eventually(
+                lambda: len(codes) > answered,  # noqa: B023 (used within this iteration)
+                timeout=10,
+                interval=0.005,
+                what=f"a request answered after swap {i}",
+            )
     finally:
         done.set()
         await asyncio.gather(*loaders)
@@ -283,9 +290,10 @@ async def test_hostile_argument_never_reaches_haproxy(
     before = await client.show_map(haproxy.weights)
     recording.sent.clear()
     value = value.replace("WEIGHTS", haproxy.weights)
-    with pytest.raises(UnsafeArgument):
+    refused = "^unsafe map (key|value) for the Runtime API: "
+    with pytest.raises(UnsafeArgument, match=refused):
         await client.set_map(haproxy.weights, key, value)
-    with pytest.raises(UnsafeArgument):
+    with pytest.raises(UnsafeArgument, match=refused):
         await client.replace_map(haproxy.weights, [("0:49", "shop.blue"), (key, value)])
     assert recording.sent == []
     assert await client.show_map(haproxy.weights) == before
@@ -309,7 +317,8 @@ async def test_refusals_raise_and_change_nothing(haproxy: HAProxy, client: Runti
         ),
     ]
     for call, text in refusals:
-        with pytest.raises(RuntimeAPIError) as caught:
+        pattern = f"^HAProxy refused '.*': {re.escape(text)}"
+        with pytest.raises(RuntimeAPIError, match=pattern) as caught:
             await call
         assert text in str(caught.value)
     assert await client.show_map(haproxy.weights) == before
@@ -326,16 +335,19 @@ async def test_dynamic_server_lifecycle(haproxy: HAProxy, client: RuntimeClient)
     await client.enable_health("shop.green", "s9")
     await client.set_server_state("shop.green", "s9", "drain")
 
-    async def drained() -> bool:
-        return await _status(client, "shop.green", "s9") == "DRAIN"
-
-    await _until(drained)
+    await eventually(
+        lambda: _status(client, "shop.green", "s9"),
+        until=lambda status: status == "DRAIN",
+        timeout=10,
+        what="s9 to read DRAIN",
+    )
     await client.set_server_state("shop.green", "s9", "ready")
-
-    async def up() -> bool:
-        return await _status(client, "shop.green", "s9") == "UP"
-
-    await _until(up)
+    await eventually(
+        lambda: _status(client, "shop.green", "s9"),
+        until=lambda status: status == "UP",
+        timeout=10,
+        what="s9 to read UP",
+    )
     await client.set_server_weight("shop.green", "s9", 10)
     rows = {(r.proxy, r.server): r for r in await client.show_stat()}
     assert rows[("shop.green", "s9")].weight == 10

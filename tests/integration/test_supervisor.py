@@ -18,6 +18,7 @@ from prism.haproxy.binary import HAProxyBinary, find_haproxy
 from prism.haproxy.master import MasterClient, unix_exchange
 from prism.haproxy.supervisor import Supervisor
 from prism.node.paths import StatePaths
+from prism.testing.wait import eventually
 
 pytestmark = pytest.mark.haproxy
 
@@ -97,14 +98,6 @@ async def get(port: int) -> str:
     head, _, body = response.decode().partition("\r\n\r\n")
     assert head.startswith("HTTP/1.1 200"), head
     return body
-
-
-async def eventually(condition: Callable[[], bool], seconds: float = 15.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while not condition():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 @dataclass
@@ -213,7 +206,7 @@ async def test_reload_applies_new_config_without_failing_requests(env: Env) -> N
                 return
 
     load = asyncio.create_task(traffic())
-    await asyncio.sleep(0.1)
+    await eventually(lambda: bodies or failures, timeout=10, what="traffic before the reload")
     env.write("v2")
     result = await sup.reload()
     done.set()
@@ -244,7 +237,8 @@ async def test_check_failure_rejects_and_old_config_keeps_serving(env: Env) -> N
     workers = await env.remember(sup)
 
     env.write("v2", extra=BROKEN)
-    with pytest.raises(ConfigRejected) as caught:
+    pattern = r"^HAProxy rejected .*haproxy\.cfg: .*'http-request'"
+    with pytest.raises(ConfigRejected, match=pattern) as caught:
         await sup.reload()
 
     assert "bogus-action" in caught.value.message
@@ -267,7 +261,8 @@ async def test_reload_refused_by_master_keeps_old_worker(env: Env) -> None:
         busy = taken.getsockname()[1]
         env.write("v2", extra=f"frontend busy\n    bind 127.0.0.1:{busy}\n")
         await sup.check(env.paths.config)  # -c does not bind, so it passes
-        with pytest.raises(ConfigRejected) as caught:
+        pattern = r"^HAProxy refused to reload .*haproxy\.cfg: "
+        with pytest.raises(ConfigRejected, match=pattern) as caught:
             await sup.reload()
 
     assert "cannot bind socket" in caught.value.message
@@ -290,7 +285,11 @@ async def test_monitor_restarts_killed_master(env: Env) -> None:
     assert killed is not None
 
     os.kill(killed, signal.SIGKILL)
-    await eventually(lambda: sup.restarts == 1 and sup.pid != killed and sup.running)
+    await eventually(
+        lambda: sup.restarts == 1 and sup.pid != killed and sup.running,
+        timeout=15,
+        what="the monitor to restart the killed master",
+    )
     await env.remember(sup)
 
     assert not alive(killed)
@@ -338,7 +337,11 @@ async def test_adopted_master_reloads_restarts_and_stops(env: Env) -> None:
     adopted = sup.pid
     assert adopted is not None
     os.kill(adopted, signal.SIGKILL)
-    await eventually(lambda: sup.restarts == 1 and sup.pid != adopted and sup.running)
+    await eventually(
+        lambda: sup.restarts == 1 and sup.pid != adopted and sup.running,
+        timeout=15,
+        what="the monitor to restart the killed adopted master",
+    )
     await env.remember(sup)
     assert not sup.adopted
     assert await get(env.port) == "v2"
@@ -360,9 +363,11 @@ async def test_stop_leaves_no_process_and_is_final(env: Env) -> None:
     assert not env.paths.pidfile.exists()
     assert not sup.running
     assert sup.pid is None
-    await asyncio.sleep(1.0)  # the monitor would have restarted it by now
+    # Not a wait: nothing may happen here. A monitor still running would have
+    # restarted a master this young after its 0.5 s backoff, well within 1 s.
+    await asyncio.sleep(1.0)
     assert sup.restarts == 0
-    with pytest.raises(ConnectionRefusedError):
+    with pytest.raises(ConnectionRefusedError, match="Connect call failed"):
         await get(env.port)
 
 
@@ -412,7 +417,7 @@ async def test_start_with_broken_config_starts_nothing(env: Env) -> None:
     """start() checks the config first: a broken one raises ConfigRejected, no process."""
     env.write("v1", extra=BROKEN)
     sup = env.supervisor()
-    with pytest.raises(ConfigRejected):
+    with pytest.raises(ConfigRejected, match=r"^HAProxy rejected .*haproxy\.cfg: .*'http-request'"):
         await sup.start()
     assert sup.pid is None
     assert not env.paths.pidfile.exists()
@@ -424,7 +429,8 @@ async def test_start_failure_reports_log_tail(env: Env) -> None:
         taken.bind(("127.0.0.1", env.port))
         taken.listen()
         sup = env.supervisor()
-        with pytest.raises(HAProxyError) as caught:
+        pattern = r"^HAProxy exited with code \d+; last log lines:"
+        with pytest.raises(HAProxyError, match=pattern) as caught:
             await sup.start()
     assert "exited with code" in caught.value.message
     assert "bind" in caught.value.message

@@ -9,7 +9,6 @@ and is joined at teardown.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
@@ -23,6 +22,7 @@ from prism import __version__
 from prism.release.plan import Webhook
 from prism.release.webhooks import Event, WebhookSender, confirm
 from prism.testing.processes import free_port
+from prism.testing.wait import eventually
 
 
 class Receiver:
@@ -162,10 +162,13 @@ async def test_down_receiver_does_not_block_emit(
     for seq in range(1, 6):
         sender.emit(hooks, event(seq))
     assert time.monotonic() - started < 0.1
-    for _ in range(200):
-        if len(live.seqs) == 5:
-            break
-        await asyncio.sleep(0.01)
+    await eventually(
+        lambda: live.seqs,
+        until=lambda seqs: len(seqs) == 5,
+        timeout=2,
+        interval=0.01,
+        what="the live receiver's five events",
+    )
     assert live.seqs == [1, 2, 3, 4, 5]
     # Each dead event takes 0.2 + 0.4 + 0.8 s of backoff: far from done yet.
     assert sender.stats()[dead]["failed"] == 0

@@ -263,7 +263,7 @@ def test_fault_delay_holds_the_answer(fresh: Backend) -> None:
     with connect(fresh) as conn:
         conn.sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         conn.sock.settimeout(0.1)
-        with pytest.raises(TimeoutError):
+        with pytest.raises(TimeoutError, match="timed out"):
             conn.sock.recv(1)
         conn.sock.settimeout(5)
         assert conn.reply().status == 200
