@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from prism.core.model import error_lines
 from prism.errors import InvalidInput, PrismError
 
 __all__ = ["install_handlers", "problem"]
@@ -31,10 +32,7 @@ def problem(error: PrismError) -> JSONResponse:
 
 
 def _validation_problem(exc: RequestValidationError) -> PrismError:
-    problems = []
-    for item in exc.errors():
-        where = ".".join(str(p) for p in item.get("loc", ()) if p != "body") or "(body)"
-        problems.append(f"{where}: {item.get('msg', 'invalid')}")
+    problems = error_lines(exc.errors())
     return InvalidInput(
         "request is not valid: " + "; ".join(problems[:10]),
         hint="fix the fields named above; nothing was changed",

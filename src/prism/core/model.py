@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
@@ -56,6 +56,7 @@ __all__ = [
     "Spec",
     "Stickiness",
     "backend_name",
+    "error_lines",
     "parse_duration_ms",
     "parse_model",
     "split_bind",
@@ -558,15 +559,25 @@ def backend_name(app: str, color: str) -> str:
     return f"{app}.{color}"
 
 
+def error_lines(errors: Iterable[Mapping[str, Any]]) -> list[str]:
+    """pydantic's errors as ``where: what`` lines, ``where`` the dotted path to the field
+    (a request's leading ``body`` left out: users never wrote it)."""
+    lines = []
+    for error in errors:
+        loc = list(error.get("loc", ()))
+        if loc[:1] == ["body"]:
+            loc = loc[1:]
+        where = ".".join(str(p) for p in loc) or "(top)"
+        lines.append(f"{where}: {error.get('msg', 'invalid')}")
+    return lines
+
+
 def parse_model(model: type[M], data: Any, *, source: str = "input") -> M:
     """Validate ``data`` into ``model``; turn pydantic's errors into one InvalidInput."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors(include_url=False, include_input=False):
-            where = ".".join(str(p) for p in error["loc"]) or "(top)"
-            problems.append(f"{where}: {error['msg']}")
+        problems = error_lines(exc.errors(include_url=False, include_input=False))
         raise InvalidInput(
             f"{source} is not valid: " + "; ".join(problems[:10]),
             hint="fix the fields named above; nothing was changed",

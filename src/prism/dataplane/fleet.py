@@ -48,7 +48,7 @@ from prism.haproxy.render import RenderSettings, render
 from prism.haproxy.supervisor import check_config
 from prism.node.admission import check_fd_budget
 from prism.node.files import write_atomic
-from prism.types import Delete, Put, Store
+from prism.types import AuditDraft, Delete, Put, Store
 
 __all__ = ["FleetDataPlane"]
 
@@ -77,6 +77,9 @@ class FleetDataPlane:
         self._changed = asyncio.Event()
         self._watcher: asyncio.Task[None] | None = None
         self._converging = asyncio.Lock()
+        #: set by the leader's lifespan: only one control plane audits membership changes
+        self.leading = False
+        self._audits: set[asyncio.Task[None]] = set()
         self._polling = asyncio.Lock()
         # Only for `haproxy -c` of candidate states: nodes render with their own settings.
         self._check_settings = RenderSettings(
@@ -127,9 +130,11 @@ class FleetDataPlane:
         if key.startswith(NODES):
             node = key[len(NODES) :]
             if kind == "put" and value:
+                if node not in self.reports and node in self.known:
+                    self._audit("node.returned", node)
                 self.reports[node] = NodeReport.from_json(value)
-            else:
-                self.reports.pop(node, None)
+            elif self.reports.pop(node, None) is not None and node in self.known:
+                self._audit("node.lost", node)
         elif key.startswith(KNOWN):
             node = key[len(KNOWN) :]
             if kind == "put":
@@ -139,6 +144,20 @@ class FleetDataPlane:
         else:
             return
         self._wake()
+
+    def _audit(self, action: str, node: str) -> None:
+        """Record a node leaving or returning (the leader only: one record per change)."""
+        if not self.leading:
+            return
+        log.warning("fleet: node %s %s", node, action.removeprefix("node."))
+        draft = AuditDraft(actor="fleet", action=action, detail={"node": node})
+        task = asyncio.create_task(self._record(draft))
+        self._audits.add(task)
+        task.add_done_callback(self._audits.discard)
+
+    async def _record(self, draft: AuditDraft) -> None:
+        with contextlib.suppress(StoreError):
+            await self.store.record(draft)
 
     def _wake(self) -> None:
         self._changed.set()

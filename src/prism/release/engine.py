@@ -75,7 +75,7 @@ from prism.release.webhooks import WebhookSender, confirm
 from prism.store.desired import load_state
 from prism.types import AuditDraft, Clock, Compare, Put, Store, WatchEvent
 
-__all__ = ["ReleaseEngine", "release_key"]
+__all__ = ["ReleaseEngine", "release_key", "stored_releases"]
 
 log = logging.getLogger("prism.release.engine")
 
@@ -83,6 +83,14 @@ log = logging.getLogger("prism.release.engine")
 _SETTLED = frozenset({Phase.WAITING, Phase.PAUSED, Phase.HOLDING})
 
 _Key = tuple[str, str]
+
+
+async def stored_releases(store: Store, app: str) -> list[ReleaseRecord]:
+    """Every color's latest release of ``app`` as the store holds it, newest first."""
+    found = [
+        ReleaseRecord.model_validate_json(e.value) for e in await store.list(f"{RELEASES}{app}/")
+    ]
+    return sorted(found, key=lambda r: r.started_at, reverse=True)
 
 
 class ReleaseEngine:
@@ -157,11 +165,7 @@ class ReleaseEngine:
 
     async def records(self, app: str) -> list[ReleaseRecord]:
         """Every color's latest release of ``app``, newest first."""
-        found = [
-            ReleaseRecord.model_validate_json(e.value)
-            for e in await self.store.list(f"{RELEASES}{app}/")
-        ]
-        return sorted(found, key=lambda r: r.started_at, reverse=True)
+        return await stored_releases(self.store, app)
 
     async def latest(self, app: str) -> ReleaseRecord | None:
         """The app's newest release, or None."""

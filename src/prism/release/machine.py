@@ -455,7 +455,7 @@ def _tick(record: ReleaseRecord, event: Tick) -> Step:
             "or a person runs `prism nodes forget`"
         )
         held = record.noted(event.at, _e("lost", False, why, event.at), phase=_P.HOLDING)
-        return Step(held, (Audit("held", why),), _tick_s(record))
+        return _told(held, Audit("held", why), "node.lost", _tick_s(record), nodes=list(event.lost))
     if record.phase is _P.HOLDING and not _awaits_confirm(record):
         return Step(record.noted(event.at, phase=_P.RUNNING), (), 0.0)
     if _inflight(record) == "step":

@@ -117,16 +117,20 @@ async def _running(
     changes = Changes(store, plane)
     traffic = Traffic(store, changes, plane, clock)
     webhooks = WebhookSender(clock)
-    fleet = isinstance(plane, FleetDataPlane)
-    engine = ReleaseEngine(store, traffic, plane, clock, webhooks, drive=not fleet)
+    fleet = plane if isinstance(plane, FleetDataPlane) else None
+    engine = ReleaseEngine(store, traffic, plane, clock, webhooks, drive=fleet is None)
     leadership: Leadership | None = None
-    if fleet:
+    if fleet is not None:
 
         async def lead() -> None:
+            assert fleet is not None
             engine.drive = True
+            fleet.leading = True
             await engine.resume_all()
 
         async def follow() -> None:
+            assert fleet is not None
+            fleet.leading = False
             await engine.close()
             engine.drive = False
 

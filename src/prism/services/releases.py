@@ -76,7 +76,7 @@ class ReleaseService:
     async def records(self, app: str) -> list[ReleaseRecord]:
         """The latest release of each color of the app, newest first."""
         (await load_state(self.engine.store)).spec.app(app)
-        return await self.status.releases(app)
+        return await self.engine.records(app)
 
     async def history(self, app: str, limit: int) -> list[dict[str, Any]]:
         """Release events from the audit log, newest first."""

@@ -6,12 +6,11 @@ from collections.abc import Callable
 from typing import Any
 
 from prism.core.buckets import layout_ranges
-from prism.core.keys import RELEASES
 from prism.core.model import App, DesiredState, backend_name
 from prism.core.readings import ServerReading
 from prism.dataplane.base import DataPlane
 from prism.errors import InvalidInput, PrismError
-from prism.release.record import ReleaseRecord
+from prism.release.engine import stored_releases
 from prism.services.pins import pin_list
 from prism.store.desired import load_state
 from prism.types import AuditDraft, Store
@@ -137,7 +136,8 @@ class StatusService:
                     ],
                 }
             )
-        release = await self.latest_release(app.name)
+        releases = await stored_releases(self.store, app.name)
+        release = releases[0] if releases else None
         return {
             "name": app.name,
             "bind": app.bind,
@@ -154,18 +154,6 @@ class StatusService:
             "desired_revision": state.revision,
             "applied_revision": applied,
         }
-
-    async def releases(self, app: str) -> list[ReleaseRecord]:
-        """Every color's latest release of ``app``, newest first."""
-        found = [
-            ReleaseRecord.model_validate_json(e.value)
-            for e in await self.store.list(f"{RELEASES}{app}/")
-        ]
-        return sorted(found, key=lambda r: r.started_at, reverse=True)
-
-    async def latest_release(self, app: str) -> ReleaseRecord | None:
-        records = await self.releases(app)
-        return records[0] if records else None
 
     async def history(self, app_name: str | None, limit: int) -> list[dict[str, Any]]:
         if app_name is not None:

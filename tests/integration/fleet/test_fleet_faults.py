@@ -108,6 +108,12 @@ def test_agent_killed_mid_release_holds_it_then_resyncs(
         rows = fleet.wait_live(3)
         assert all(r["applied_revision"] >= revision for r in rows), rows
         assert {served(fleet, i, port) for i in range(3)} == {"green"}
+        membership = [
+            (h["action"], h["detail"]["node"])
+            for h in fleet.api("GET", "/history?limit=200").json()
+            if h["action"].startswith("node.")
+        ]
+        assert membership[::-1] == [("node.lost", "lb-2"), ("node.returned", "lb-2")]
         no_failures(traffic)
 
 

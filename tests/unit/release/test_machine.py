@@ -687,6 +687,13 @@ def test_a_lost_node_holds_the_plan_until_it_returns() -> None:
     assert [a for a in held.actions if isinstance(a, Audit)] == [
         Audit("held", held.record.steps[-1].message)
     ]
+    hooked = step(
+        go(running(plan(webhooks=[{"url": "http://127.0.0.1:9/hook"}])), tick(T0)),
+        share_set(T0 + 1, 10, target=ZERO, baseline=ZERO),
+    ).record
+    told = step(hooked, tick(T0 + 2, 10, lost=("lb-2",)))
+    (emit,) = [a for a in told.actions if isinstance(a, Emit)]
+    assert (emit.kind, emit.data) == ("node.lost", {"nodes": ["lb-2"]})
     # still lost: nothing moves, and the hold is not logged again
     again = step(held.record, tick(T0 + 41, 10, target=Counters(70, 0, 5), lost=("lb-2",)))
     assert again.record.phase is Phase.HOLDING
