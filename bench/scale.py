@@ -128,7 +128,8 @@ def fleet_spec(
 
 def render_in_process(spec: dict[str, Any], root: Path) -> tuple[float, float, Path]:
     """Validate and render ``spec`` here; (validate ms, render ms, config path)."""
-    from prism.core.model import DesiredState, Spec, parse_model
+    from prism.core.model import Spec, parse_model
+    from prism.core.state import DesiredState
     from prism.haproxy.render import RenderSettings, render
     from prism.node.paths import StatePaths
 

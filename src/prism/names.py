@@ -23,6 +23,7 @@ __all__ = [
     "PIN_KEY",
     "QUERY_NAME",
     "SERVER_NAME",
+    "SRV_NAME",
     "TEXT",
     "VERSION_LABEL",
     "check",
@@ -35,6 +36,13 @@ SERVER_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}", re.ASCII)
 #: a DNS name for host matching
 HOSTNAME = re.compile(
     r"(?=.{1,253}\Z)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*",
+    re.ASCII,
+)
+#: a DNS SRV record name: ``_service._proto.`` then a host name
+#: (``_http._tcp.blue.shop.service.consul``, ``_web._tcp.shop.default.svc.cluster.local``)
+SRV_NAME = re.compile(
+    r"(?=.{1,253}\Z)_[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\._(?:tcp|udp)\."
+    r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*",
     re.ASCII,
 )
 #: a server or bind host: IPv4 address or DNS name

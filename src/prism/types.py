@@ -130,6 +130,10 @@ class Lease(Protocol):
         """End the lease now, deleting its keys; a lease already gone is no error."""
         ...
 
+    async def remaining(self) -> float | None:
+        """Seconds until it expires, or None once it has ended."""
+        ...
+
 
 class Store(Protocol):
     """Revisioned desired state plus an audit log.
@@ -147,7 +151,9 @@ class Store(Protocol):
       restarting; if the history after ``from_revision`` is gone (compacted),
       it raises :class:`prism.errors.Compacted` and the caller resyncs from a
       fresh ``list``.
-    * ``grant`` makes a :class:`Lease`; puts naming it vanish with it.
+    * ``grant`` makes a :class:`Lease`; puts naming it vanish with it; ``lease``
+      is a handle on one granted before. SQLite sweeps its expired leases
+      itself; etcd expires them on its own.
     """
 
     async def revision(self) -> int: ...
@@ -177,6 +183,10 @@ class Store(Protocol):
     def watch(self, prefix: str, *, from_revision: int) -> AsyncIterator[WatchEvent]: ...
 
     async def grant(self, ttl: float) -> Lease: ...
+
+    async def lease(self, lease_id: int, ttl: float) -> Lease:
+        """A handle on a lease granted before, by this process or another (a renewal)."""
+        ...
 
     async def close(self) -> None: ...
 

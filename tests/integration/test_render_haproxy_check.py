@@ -25,7 +25,8 @@ from typing import Any
 
 import pytest
 
-from prism.core.model import DesiredState, Routing, parse_model
+from prism.core.model import parse_model
+from prism.core.state import DesiredState, Routing
 from prism.haproxy.render import RenderedFiles, RenderSettings, render
 from prism.node.paths import StatePaths
 from prism.testing.wait import wait_for

@@ -23,7 +23,8 @@ from typing import Any
 
 import pytest
 
-from prism.core.model import DesiredState, Routing, parse_model
+from prism.core.model import parse_model
+from prism.core.state import DesiredState, Routing
 from prism.haproxy.render import RenderedFiles, RenderSettings, render
 from prism.node.paths import StatePaths
 from prism.testing.processes import Backend, BackendSpec, ManagedProcess, backends, free_port

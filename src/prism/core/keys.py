@@ -7,6 +7,9 @@ Key layout (values are JSON)::
     routing/<app>           a Routing: weights, bucket layout, previous weights
     pins/<app>/<rule>/<key> {"color": ...}: a pinned key (a key may contain '/')
     releases/<app>/<color>  the latest release record of one color of an app
+    registrations/<app>/<color>/<name>
+                            a Registration, put under its lease: it vanishes when the
+                            server stops renewing it
     desired                 rewritten by every change of spec, routing or pins, so its
                             revision is that of the newest change, deletions included
 
@@ -21,7 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from prism.core.model import App, DesiredState, Listener, Routing, Spec, parse_model
+from prism.core.model import App, Listener, Spec, parse_model
+from prism.core.state import DesiredState, Registration, Routing
 from prism.types import Delete, Entry, Put
 
 __all__ = [
@@ -29,6 +33,7 @@ __all__ = [
     "DESIRED",
     "LISTENERS",
     "PINS",
+    "REGISTRATIONS",
     "RELEASES",
     "ROUTING",
     "SPEC",
@@ -37,6 +42,7 @@ __all__ = [
     "diff_spec",
     "dump",
     "pin_key",
+    "registration_key",
     "release_key",
     "routing_key",
     "spec_ops",
@@ -49,6 +55,7 @@ APPS = "spec/apps/"
 ROUTING = "routing/"
 PINS = "pins/"
 RELEASES = "releases/"
+REGISTRATIONS = "registrations/"
 
 
 def routing_key(app: str) -> str:
@@ -57,6 +64,10 @@ def routing_key(app: str) -> str:
 
 def pin_key(app: str, rule: str, key: str) -> str:
     return f"{PINS}{app}/{rule}/{key}"
+
+
+def registration_key(app: str, color: str, name: str) -> str:
+    return f"{REGISTRATIONS}{app}/{color}/{name}"
 
 
 def release_key(app: str, color: str) -> str:
@@ -76,12 +87,15 @@ def decode_state(
     routing: Sequence[Entry],
     revision: int,
     pins: Sequence[Entry] = (),
+    registrations: Sequence[Entry] = (),
     *,
     spec: Spec | None = None,
 ) -> DesiredState:
-    """Build a DesiredState from the entries under spec/, routing/ and pins/.
+    """Build a DesiredState from the entries under spec/, routing/, pins/ and registrations/.
 
     ``spec``, when given, is the already decoded spec of these same entries.
+    Routing, pins and registrations of apps or colors the spec no longer has are
+    left out; a registration whose name the color declares itself too.
     """
     cached = spec is not None
     if spec is None:
@@ -106,14 +120,26 @@ def decode_state(
         app_name, rule, key = entry.key[len(PINS) :].split("/", 2)
         color = json.loads(entry.value)["color"]
         pinned.setdefault(app_name, {}).setdefault(rule, {})[key] = color
+    joined: dict[str, dict[str, dict[str, Registration]]] = {}
+    for entry in registrations:
+        app_name, color_name, name = entry.key[len(REGISTRATIONS) :].split("/", 2)
+        owner = apps_by_name.get(app_name)
+        if owner is None or not owner.has_color(color_name):
+            continue
+        if any(s.name == name for s in owner.color(color_name).servers):
+            continue
+        reg = parse_model(Registration, json.loads(entry.value), source=f"stored {entry.key}")
+        joined.setdefault(app_name, {}).setdefault(color_name, {})[name] = reg
     if cached:
         # Validating would re-run every spec validator over all apps (a few ms
         # at 1,000 apps, on every read) for a spec that was validated when it was
         # decoded; routing was validated above and only kept where it matches.
         return DesiredState.model_construct(
-            spec=spec, routing=routes, pins=pinned, revision=revision
+            spec=spec, routing=routes, pins=pinned, registrations=joined, revision=revision
         )
-    return DesiredState(spec=spec, routing=routes, pins=pinned, revision=revision)
+    return DesiredState(
+        spec=spec, routing=routes, pins=pinned, registrations=joined, revision=revision
+    )
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,7 @@ Shape::
         ├── smoke: Smoke | None                    request sent before a cutover
         └── colors: Color(name, version, servers: Server(name, host, port))
 
-    Routing(active, previous)                      per app, changed by releases
-    DesiredState(spec, routing, revision)
+Routing, registrations and the whole desired state are :mod:`prism.core.state`.
 """
 
 from __future__ import annotations
@@ -32,7 +31,6 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    StrictInt,
     ValidationError,
     field_validator,
     model_validator,
@@ -42,15 +40,15 @@ from prism import names
 from prism.errors import InvalidInput
 
 __all__ = [
+    "SLOT_PREFIX",
     "App",
     "Color",
-    "DesiredState",
+    "Discovery",
     "DurationMs",
     "HealthCheck",
     "Listener",
     "Maintenance",
     "PinRule",
-    "Routing",
     "Server",
     "Smoke",
     "Spec",
@@ -289,12 +287,44 @@ def _servers_from_shorthand(value: object) -> object:
     return out
 
 
+#: server-template slots are named srv1, srv2 ...: declared servers may not take those names
+SLOT_PREFIX = "srv"
+
+
+class Discovery(_Frozen):
+    """Servers found through a DNS SRV record, which HAProxy itself follows at runtime.
+
+    Consul's DNS interface serves ``<tag>.<service>.service.consul``; Nomad and
+    Kubernetes headless services publish SRV records too. HAProxy renders it as
+    a ``resolvers`` section and ``slots`` server slots (``server-template``):
+    filled slots take the record's targets and ports; empty ones are absent
+    (in maintenance set by the resolver), never DOWN.
+    """
+
+    srv: Annotated[str, _pattern_validator(names.SRV_NAME, "SRV record name")]
+    resolvers: tuple[str, ...] = Field(min_length=1, max_length=4)
+    slots: int = Field(default=10, ge=1, le=100, strict=True)
+
+    @field_validator("resolvers")
+    @classmethod
+    def _valid_resolvers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            host, _ = split_hostport(item)
+            if not names.ADDRESS.fullmatch(host) or not host.replace(".", "").isdigit():
+                raise ValueError(f"a resolver is an IPv4 address:port, not {item[:80]!r}")
+        if len(set(value)) != len(value):
+            raise ValueError("duplicate resolvers")
+        return value
+
+
 class Color(_Frozen):
-    """One version of an app, with its own backend of servers."""
+    """One version of an app, with its own backend of servers (declared, discovered by
+    DNS SRV, or both)."""
 
     name: Name
     version: VersionLabel = "unversioned"
     servers: Annotated[tuple[Server, ...], BeforeValidator(_servers_from_shorthand)] = ()
+    discovery: Discovery | None = None
 
     @field_validator("servers")
     @classmethod
@@ -306,7 +336,16 @@ class Color(_Frozen):
             seen.add(server.name)
         if len(servers) > 1000:
             raise ValueError("at most 1000 servers per color")
+        for server in servers:
+            rest = server.name.removeprefix(SLOT_PREFIX)
+            if rest != server.name and rest.isdigit():
+                raise ValueError(f"server name {server.name!r} is reserved for DNS discovery slots")
         return servers
+
+    @property
+    def slots(self) -> int:
+        """How many server slots DNS discovery reserves in the backend (0 without it)."""
+        return self.discovery.slots if self.discovery is not None else 0
 
     def server(self, name: str) -> Server:
         for server in self.servers:
@@ -453,105 +492,6 @@ class Spec(_Frozen):
         from prism.errors import NotFound
 
         raise NotFound(f"no app named {name[:64]!r}", hint="`prism status` lists the apps")
-
-
-class Routing(_Frozen):
-    """How an app's traffic splits across its colors now.
-
-    ``weights`` (zero weights omitted) sum to 100; ``layout`` gives the color of
-    each bucket 0..99 and always matches the weights (see :mod:`prism.core.buckets`).
-    ``previous`` holds the weights before the last release, for rollback.
-    """
-
-    weights: dict[Name, StrictInt]
-    layout: tuple[Name, ...]
-    previous: dict[Name, StrictInt] | None = None
-
-    @field_validator("weights", "previous")
-    @classmethod
-    def _normal_weights(cls, value: dict[str, int] | None) -> dict[str, int] | None:
-        """Sum to 100; stored sorted by color, without zero weights."""
-        from prism.core.buckets import check_weights
-
-        return None if value is None else check_weights(value)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> Routing:
-        from prism.core.buckets import BUCKETS
-
-        if len(self.layout) != BUCKETS:
-            raise ValueError("a layout has exactly 100 buckets")
-        for color, weight in self.weights.items():
-            if self.layout.count(color) != weight:
-                raise ValueError(f"layout gives {color!r} a share other than its weight")
-        return self
-
-    @classmethod
-    def only(cls, color: str, previous: dict[str, int] | None = None) -> Routing:
-        """All traffic to one color."""
-        return cls(weights={color: 100}, layout=(color,) * 100, previous=previous)
-
-    @classmethod
-    def moved(
-        cls, current: Routing | None, weights: dict[str, int], *, keep_previous: bool = False
-    ) -> Routing:
-        """New weights with the fewest buckets moved from ``current``."""
-        from prism.core.buckets import check_weights, relayout
-
-        clean = check_weights(weights)
-        previous = None
-        if current is not None:
-            previous = current.previous if keep_previous else current.weights
-        return cls(
-            weights=clean,
-            layout=relayout(current.layout if current else None, clean),
-            previous=previous,
-        )
-
-    @property
-    def active(self) -> str:
-        """The color with the largest share (ties: first by name)."""
-        return max(sorted(self.weights), key=lambda c: self.weights[c])
-
-    @property
-    def colors(self) -> frozenset[str]:
-        return frozenset(self.weights)
-
-
-class DesiredState(_Frozen):
-    """A spec, the routing of each of its apps, and the store revision it was read at."""
-
-    spec: Spec = Spec()
-    routing: dict[str, Routing] = {}
-    #: app -> pin rule -> key -> color
-    pins: dict[str, dict[str, dict[str, str]]] = {}
-    revision: int = 0
-
-    @model_validator(mode="after")
-    def _routing_matches(self) -> DesiredState:
-        for app in self.spec.apps:
-            routing = self.routing.get(app.name)
-            if routing is not None:
-                unknown = [c for c in routing.weights if not app.has_color(c)]
-                if unknown:
-                    raise ValueError(f"app {app.name!r}: weights name unknown colors {unknown}")
-        return self
-
-    def routing_for(self, app: App) -> Routing:
-        """The app's routing, defaulting to all traffic on its stable color."""
-        routing = self.routing.get(app.name)
-        if routing is None or not all(app.has_color(c) for c in routing.weights):
-            return Routing.only(app.stable)
-        return routing
-
-    def pins_for(self, app: App) -> dict[str, dict[str, str]]:
-        """The app's pins per rule, only for rules and colors that still exist."""
-        rules = {r.name for r in app.pins}
-        return {
-            rule: {k: c for k, c in keys.items() if app.has_color(c)}
-            for rule, keys in self.pins.get(app.name, {}).items()
-            if rule in rules
-        }
 
 
 def backend_name(app: str, color: str) -> str:

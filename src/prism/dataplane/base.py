@@ -12,8 +12,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from prism.core.model import App, DesiredState, Spec
+from prism.core.model import App, Spec
 from prism.core.readings import Counters, ServerReading, SmokeReply
+from prism.core.state import DesiredState
 
 __all__ = ["Converged", "DataPlane", "PlaneInfo"]
 

@@ -38,8 +38,9 @@ from typing import Any
 
 from prism.core.fleet import COMMIT, FLEET, KNOWN, NODES, POLL, NodeReport, known_key
 from prism.core.keys import dump
-from prism.core.model import App, DesiredState, Spec
+from prism.core.model import App, Spec
 from prism.core.readings import Counters, ServerReading, SmokeReply
+from prism.core.state import DesiredState
 from prism.dataplane.base import Converged, PlaneInfo
 from prism.errors import Conflict, NodeFailed, NotFound, StoreError
 from prism.haproxy.binary import HAProxyBinary

@@ -16,8 +16,9 @@ from typing import Any
 
 import httpx
 
-from prism.core.model import App, DesiredState, Spec, split_bind
+from prism.core.model import App, Spec, split_bind
 from prism.core.readings import Counters, ServerReading, SmokeReply
+from prism.core.state import DesiredState
 from prism.dataplane.base import Converged, PlaneInfo
 from prism.errors import ConfigRejected, Drift, HAProxyError, NotFound
 from prism.haproxy.binary import HAProxyBinary

@@ -37,7 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from prism.clock import SystemClock
-from prism.core.model import App, DesiredState, Server, backend_name
+from prism.core.model import App, Server, backend_name
+from prism.core.state import DesiredState
 from prism.errors import ConfigRejected, Conflict, Drift, PrismError
 from prism.haproxy import commands
 from prism.haproxy.changes import (
@@ -95,7 +96,7 @@ class Applier:
         self.last_error: str | None = None
         self._lock = asyncio.Lock()
         # The servers HAProxy is about to load; saved state of any other is dropped.
-        self._addresses: dict[tuple[str, str], tuple[str, int]] = {}
+        self._addresses: dict[tuple[str, str], tuple[str, int] | None] = {}
         # Map file name -> the rendered text HAProxy was last read back to hold,
         # trusted only while the master with this PID runs (see the module docstring).
         self._held: dict[str, str] = {}
@@ -347,7 +348,7 @@ class Applier:
         self._addresses = desired_addresses(state)
         owners = {
             backend_name(app.name, color.name): (app, {s.name: s for s in color.servers})
-            for app in state.spec.apps
+            for app in state.served.apps
             for color in app.colors
         }
         operations: list[str] = []
@@ -456,7 +457,7 @@ def _restore(paths: StatePaths, snapshot: _Snapshot, failed: RenderedFiles) -> N
 
 def _checked_key(state: DesiredState) -> tuple[object, ...]:
     """What rendering depends on, besides node settings (not the revision)."""
-    return (state.spec, state.routing, state.pins)
+    return (state.spec, state.routing, state.pins, state.registrations)
 
 
 def _write_files(paths: StatePaths, files: RenderedFiles) -> None:

@@ -18,7 +18,8 @@ from typing import Any
 
 from prism.core.buckets import moved_buckets
 from prism.core.keys import RELEASES, dump, routing_key
-from prism.core.model import App, DesiredState, Routing, backend_name
+from prism.core.model import App, backend_name
+from prism.core.state import DesiredState, Routing
 from prism.dataplane.base import DataPlane
 from prism.dataplane.change import Changes
 from prism.errors import GateFailed

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from prism.clock import SystemClock
-from prism.core.model import DesiredState
+from prism.core.state import DesiredState
 from prism.dataplane.base import DataPlane
 from prism.dataplane.change import Changes
 from prism.dataplane.fleet import FleetDataPlane
@@ -41,6 +41,7 @@ from prism.release.webhooks import WebhookSender
 from prism.serve.leader import Leadership
 from prism.services import (
     PinService,
+    RegistrationService,
     ReleaseService,
     RoutingService,
     ServerService,
@@ -119,18 +120,26 @@ async def _running(
     webhooks = WebhookSender(clock)
     fleet = plane if isinstance(plane, FleetDataPlane) else None
     engine = ReleaseEngine(store, traffic, plane, clock, webhooks, drive=fleet is None)
+    registrations = RegistrationService(store, changes, clock)
+    background: list[asyncio.Task[None]] = []
     leadership: Leadership | None = None
     if fleet is not None:
+        expiries: list[asyncio.Task[None]] = []
 
         async def lead() -> None:
             assert fleet is not None
             engine.drive = True
             fleet.leading = True
             await engine.resume_all()
+            # agents remove expired servers themselves; the leader only audits expiries
+            expiries.append(asyncio.create_task(registrations.follow_expiries(converge=False)))
 
         async def follow() -> None:
             assert fleet is not None
             fleet.leading = False
+            for task in expiries:
+                task.cancel()
+            expiries.clear()
             await engine.close()
             engine.drive = False
 
@@ -148,8 +157,8 @@ async def _running(
         servers=ServerService(store, changes),
         releases=ReleaseService(engine, status),
         status=status,
+        registrations=registrations,
     )
-    background: list[asyncio.Task[None]] = []
     try:
         if isinstance(plane, LocalDataPlane):
             await plane.start(await load_state(store))
@@ -158,6 +167,7 @@ async def _running(
             background.append(
                 asyncio.create_task(_reconcile_forever(store, plane, options.reconcile_interval))
             )
+            background.append(asyncio.create_task(registrations.follow_expiries(converge=True)))
         elif isinstance(plane, FleetDataPlane) and leadership is not None:
             await plane.start()
             background.append(asyncio.create_task(leadership.run()))

@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import weakref
 
-from prism.core.keys import APPS, DESIRED, LISTENERS, PINS, ROUTING, SPEC, decode_state
-from prism.core.model import DesiredState, Spec
+from prism.core.keys import (
+    APPS,
+    DESIRED,
+    LISTENERS,
+    PINS,
+    REGISTRATIONS,
+    ROUTING,
+    SPEC,
+    decode_state,
+)
+from prism.core.model import Spec
+from prism.core.state import DesiredState
 from prism.types import Store
 
 __all__ = ["load_state"]
@@ -18,6 +28,9 @@ __all__ = ["load_state"]
 _specs: weakref.WeakKeyDictionary[object, tuple[tuple[int, int], Spec]] = (
     weakref.WeakKeyDictionary()
 )
+# The spec HAProxy serves (declared plus registered servers) is rebuilt only when
+# the spec or the registrations change, so the renderer's cache keeps working.
+_states: weakref.WeakKeyDictionary[object, DesiredState] = weakref.WeakKeyDictionary()
 
 
 async def load_state(store: Store) -> DesiredState:
@@ -32,17 +45,23 @@ async def load_state(store: Store) -> DesiredState:
     stamp = await store.stamp(SPEC)
     routing = await store.list(ROUTING)
     pins = await store.list(PINS)
+    joined = await store.list(REGISTRATIONS)
     cached = _specs.get(store)
     revision = max(
         [marker.mod_revision if marker else 0, stamp[1]]
-        + [e.mod_revision for e in (*routing, *pins)]
+        + [e.mod_revision for e in (*routing, *pins, *joined)]
     )
     if cached is not None and cached[0] == stamp:
-        return decode_state((), (), routing, revision, pins, spec=cached[1])
-    entries = await store.list(SPEC)  # one read: listeners and apps of the same revision
-    listeners = [e for e in entries if e.key.startswith(LISTENERS)]
-    apps = [e for e in entries if e.key.startswith(APPS)]
-    newest = max((e.mod_revision for e in entries), default=0)
-    state = decode_state(listeners, apps, routing, revision, pins)
-    _specs[store] = ((len(entries), newest), state.spec)
+        state = decode_state((), (), routing, revision, pins, joined, spec=cached[1])
+    else:
+        entries = await store.list(SPEC)  # one read: listeners and apps of the same revision
+        listeners = [e for e in entries if e.key.startswith(LISTENERS)]
+        apps = [e for e in entries if e.key.startswith(APPS)]
+        newest = max((e.mod_revision for e in entries), default=0)
+        state = decode_state(listeners, apps, routing, revision, pins, joined)
+        _specs[store] = ((len(entries), newest), state.spec)
+    previous = _states.get(store)
+    if previous is not None:
+        state.reuse_served(previous)
+    _states[store] = state
     return state

@@ -884,6 +884,19 @@ class EtcdStore:
 
         await self._call(f"revoke lease {lease_id:x}", once)
 
+    async def lease(self, lease_id: int, ttl: float) -> EtcdLease:
+        """A handle on a lease granted before (by this process or another)."""
+        return EtcdLease(self, lease_id, ttl)
+
+    async def _remaining(self, lease_id: int) -> float | None:
+        request = rpc.LeaseTimeToLiveRequest(ID=lease_id)
+        response = await self._call(
+            f"read lease {lease_id:x}",
+            lambda c, t: c.leasestub.LeaseTimeToLive(request, timeout=t, metadata=c.metadata),
+        )
+        ttl = int(response.TTL)
+        return float(ttl) if ttl > 0 else None
+
     async def _lease_gone(self, lease_id: int) -> bool:
         request = rpc.LeaseTimeToLiveRequest(ID=lease_id)
         response = await self._call(
@@ -1252,6 +1265,10 @@ class EtcdLease:
     async def revoke(self) -> None:
         """End the lease now, deleting its keys; a lease already gone is no error."""
         await self._store._revoke(self._id)
+
+    async def remaining(self) -> float | None:
+        """Seconds until it expires (etcd counts whole seconds), or None once it has ended."""
+        return await self._store._remaining(self._id)
 
     def keep_alive(
         self, *, interval: float | None = None

@@ -4,7 +4,8 @@ Schema (version 1)::
 
     schema_version(version)                       one row: the applied migration level
     counter(id = 1, revision)                     one row: the global revision
-    kv(key PK, value, create_revision, mod_revision)
+    kv(key PK, value, create_revision, mod_revision, lease)
+    leases(id PK, ttl, expires_at)                a key's lease ends it when it expires
     changes(id PK, revision, key, kind, value)    every put/delete, in order; feeds watch
     audit(id PK, revision, at, actor, action, app, detail JSON, reason)
 
@@ -24,9 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import json
+import logging
 import os
 import re
+import secrets
 import sqlite3
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
@@ -43,12 +47,13 @@ from prism.types import (
     Compare,
     Delete,
     Entry,
-    Lease,
     Put,
     WatchEvent,
 )
 
-__all__ = ["MAX_KEY_LENGTH", "SCHEMA_VERSION", "SqliteStore"]
+__all__ = ["MAX_KEY_LENGTH", "SCHEMA_VERSION", "SqliteLease", "SqliteStore"]
+
+log = logging.getLogger(__name__)
 
 MAX_KEY_LENGTH = 512
 _PRINTABLE = re.compile(rf"[\x20-\x7e]{{0,{MAX_KEY_LENGTH}}}", re.ASCII)
@@ -58,6 +63,8 @@ _PRINTABLE = re.compile(rf"[\x20-\x7e]{{0,{MAX_KEY_LENGTH}}}", re.ASCII)
 _PREFIX_END = "\x7f"
 # Watch replays history in slices of this many revisions, to bound memory.
 _WATCH_BATCH = 500
+# Seconds between sweeps of expired leases.
+_SWEEP_INTERVAL = 0.2
 # How long a commit keeps retrying while another process holds the write lock.
 _LOCK_WAIT = 5.0
 # Each entry upgrades the schema from version `index` to `index + 1`. Append
@@ -83,6 +90,12 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # stamp() reads only this index, not the table's pages full of values
     ("CREATE INDEX kv_revisions ON kv (key, mod_revision)",),
+    # leases: keys put under one vanish when it expires (the store sweeps them)
+    (
+        "CREATE TABLE leases (id INTEGER PRIMARY KEY, ttl REAL NOT NULL, expires_at REAL NOT NULL)",
+        "ALTER TABLE kv ADD COLUMN lease INTEGER",
+        "CREATE INDEX kv_by_lease ON kv (lease) WHERE lease IS NOT NULL",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -136,11 +149,6 @@ def _check_ops(ops: Sequence[Put | Delete], expect: Sequence[Compare]) -> None:
         _check_key(op.key)
         if isinstance(op, Put) and not isinstance(op.value, str):
             raise InvalidInput(f"value of {op.key!r} is not text", hint="store JSON text")
-        if isinstance(op, Put) and op.lease is not None:
-            raise InvalidInput(
-                f"{op.key!r} is put under a lease, which the SQLite store does not have",
-                hint="leased keys need the etcd store",
-            )
         # Like etcd, one commit touches a key once: "put then delete" has no clear order.
         if op.key in seen:
             raise InvalidInput(
@@ -188,6 +196,7 @@ class SqliteStore:
         # Replaced after every commit: a watcher grabs the current one *before*
         # reading the log, so a commit landing after its read still wakes it.
         self._committed = asyncio.Event()
+        self._sweeper: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(
@@ -228,6 +237,8 @@ class SqliteStore:
                 conn.execute("PRAGMA foreign_keys = ON")
             store = cls(conn, clock=clock, poll_interval=poll_interval)
             await store._migrate()
+            if conn.execute("SELECT 1 FROM leases LIMIT 1").fetchone() is not None:
+                store._start_sweeping()  # leases from before a restart still expire
         except BaseException:
             conn.close()
             raise
@@ -249,6 +260,10 @@ class SqliteStore:
             self._closed = True
             self._conn.close()
         self._committed.set()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
 
     async def revision(self) -> int:
         """The revision of the last commit (0 for a new store)."""
@@ -316,6 +331,18 @@ class SqliteStore:
                     hint="re-read the current state and retry",
                     detail={"conflicts": failed},
                 )
+            for op in ops:
+                if isinstance(op, Put) and op.lease is not None:
+                    alive = conn.execute(
+                        "SELECT 1 FROM leases WHERE id = ? AND expires_at > ?",
+                        (op.lease, self._now()),
+                    ).fetchone()
+                    if alive is None:
+                        raise StoreError(
+                            f"lease {op.lease:x} of {op.key!r} has ended",
+                            hint="grant a new lease",
+                            detail={"ended": True},
+                        )
             revision = self._current_revision() + 1
             conn.execute("UPDATE counter SET revision = ? WHERE id = 1", (revision,))
             for op in ops:
@@ -398,12 +425,94 @@ class SqliteStore:
         events = [WatchEvent(*row) for row in rows]
         return events, max(seen, upto), upto < current
 
-    async def grant(self, ttl: float) -> Lease:
-        """Leases need a store that expires keys by itself: the etcd store."""
-        raise StoreError(
-            "the embedded SQLite store has no leases",
-            hint="run the control plane on etcd (--store etcd://HOST:PORT/PREFIX)",
-        )
+    # -- leases ----------------------------------------------------------
+
+    async def grant(self, ttl: float) -> SqliteLease:
+        """A lease of ``ttl`` seconds; keys put under it vanish when it expires unrefreshed.
+
+        Expiry is wall time (a restart keeps it), swept by this store every
+        :data:`_SWEEP_INTERVAL` seconds while it is open.
+        """
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl <= 86_400:
+            raise InvalidInput(f"invalid lease ttl: {ttl!r}", hint="use 0 < seconds <= 86400")
+        lease_id = secrets.randbits(62) + 1
+        async with self._writing("grant a lease") as conn:
+            conn.execute(
+                "INSERT INTO leases (id, ttl, expires_at) VALUES (?, ?, ?)",
+                (lease_id, float(ttl), self._now() + ttl),
+            )
+        self._start_sweeping()
+        return SqliteLease(self, lease_id, float(ttl))
+
+    async def lease(self, lease_id: int, ttl: float) -> SqliteLease:
+        """A handle on a lease granted before (by this process or an earlier one)."""
+        self._start_sweeping()
+        return SqliteLease(self, lease_id, ttl)
+
+    async def sweep(self) -> int:
+        """End every expired lease now, deleting its keys; return how many ended."""
+        async with self._reading("find expired leases"):
+            rows = self._conn.execute(
+                "SELECT id FROM leases WHERE expires_at <= ?", (self._now(),)
+            ).fetchall()
+        for (lease_id,) in rows:
+            await self._end_lease(int(lease_id))
+        return len(rows)
+
+    async def _refresh(self, lease_id: int, ttl: float) -> None:
+        async with self._writing("refresh a lease") as conn:
+            ended = (
+                conn.execute(
+                    "UPDATE leases SET expires_at = ? + ttl WHERE id = ? AND expires_at > ?",
+                    (self._now(), lease_id, self._now()),
+                ).rowcount
+                == 0
+            )
+        if ended:
+            raise StoreError(
+                f"lease {lease_id:x} has ended", hint="grant a new one", detail={"ended": True}
+            )
+
+    async def _remaining(self, lease_id: int) -> float | None:
+        async with self._reading("read a lease"):
+            row = self._conn.execute(
+                "SELECT expires_at FROM leases WHERE id = ?", (lease_id,)
+            ).fetchone()
+        if row is None or row[0] <= self._now():
+            return None
+        return float(row[0]) - self._now()
+
+    async def _end_lease(self, lease_id: int) -> None:
+        """Delete the lease and, under one new revision, every key put under it."""
+        async with self._writing("end a lease") as conn:
+            keys = [
+                row[0] for row in conn.execute("SELECT key FROM kv WHERE lease = ?", (lease_id,))
+            ]
+            conn.execute("DELETE FROM leases WHERE id = ?", (lease_id,))
+            if keys:
+                revision = self._current_revision() + 1
+                conn.execute("UPDATE counter SET revision = ? WHERE id = 1", (revision,))
+                for key in keys:
+                    self._apply(conn, Delete(key), revision)
+        if keys:
+            self._wake_watchers()
+
+    def _start_sweeping(self) -> None:
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.create_task(self._sweep_forever(), name="sqlite lease sweeper")
+
+    async def _sweep_forever(self) -> None:
+        while not self._closed:
+            await asyncio.sleep(_SWEEP_INTERVAL)
+            try:
+                await self.sweep()
+            except StoreError as exc:
+                if self._closed:
+                    return
+                log.warning("lease sweep failed: %s", exc)
+
+    def _now(self) -> float:
+        return self._clock.now() if self._clock else time.time()
 
     def _wake_watchers(self) -> None:
         self._committed.set()
@@ -418,10 +527,11 @@ class SqliteStore:
         kind: Literal["put", "delete"]
         if isinstance(op, Put):
             conn.execute(
-                "INSERT INTO kv (key, value, create_revision, mod_revision) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (key) DO UPDATE SET"
-                " value = excluded.value, mod_revision = excluded.mod_revision",
-                (op.key, op.value, revision, revision),
+                "INSERT INTO kv (key, value, create_revision, mod_revision, lease)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET"
+                " value = excluded.value, mod_revision = excluded.mod_revision,"
+                " lease = excluded.lease",
+                (op.key, op.value, revision, revision, op.lease),
             )
             kind, value = "put", op.value
         else:
@@ -515,3 +625,37 @@ class SqliteStore:
                 for statement in _MIGRATIONS[step]:
                     conn.execute(statement)
                 conn.execute("UPDATE schema_version SET version = ?", (step + 1,))
+
+
+class SqliteLease:
+    """A :class:`prism.types.Lease` of a :class:`SqliteStore`."""
+
+    __slots__ = ("_id", "_store", "_ttl")
+
+    def __init__(self, store: SqliteStore, lease_id: int, ttl: float) -> None:
+        self._store = store
+        self._id = lease_id
+        self._ttl = ttl
+
+    @property
+    def id(self) -> int:
+        return self._id
+
+    @property
+    def ttl(self) -> float:
+        return self._ttl
+
+    async def refresh(self) -> None:
+        """Extend the lease by its TTL; StoreError (``detail["ended"]``) if it has ended."""
+        await self._store._refresh(self._id, self._ttl)
+
+    async def revoke(self) -> None:
+        """End the lease now, deleting its keys; a lease already gone is no error."""
+        await self._store._end_lease(self._id)
+
+    async def remaining(self) -> float | None:
+        """Seconds until it expires, or None once it has ended."""
+        return await self._store._remaining(self._id)
+
+    def __repr__(self) -> str:
+        return f"<SqliteLease {self._id:x} ttl={self._ttl:g}s>"

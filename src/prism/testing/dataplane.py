@@ -17,8 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from prism.core.model import App, DesiredState, Spec
+from prism.core.model import App, Spec
 from prism.core.readings import Counters, ServerReading, SmokeReply
+from prism.core.state import DesiredState
 from prism.dataplane.base import Converged, PlaneInfo
 from prism.errors import NotFound, PrismError
 

@@ -23,7 +23,8 @@ from prism.core.buckets import (
     moved_buckets,
     relayout,
 )
-from prism.core.model import Routing, parse_model
+from prism.core.model import parse_model
+from prism.core.state import Routing
 from prism.errors import InvalidInput
 
 COLORS = ("blue", "green", "red", "c3", "c4", "c5")

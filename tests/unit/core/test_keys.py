@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from prism.core.keys import decode_state, diff_spec, dump, routing_key, spec_ops
-from prism.core.model import DesiredState, Routing, Spec, parse_model
+from prism.core.model import Spec, parse_model
+from prism.core.state import DesiredState, Routing
 from prism.types import Delete, Entry, Put
 
 

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from prism.core.model import DesiredState, Routing, Spec, parse_duration_ms, parse_model
+from prism.core.model import Spec, parse_duration_ms, parse_model
+from prism.core.state import DesiredState, Routing
 from prism.errors import InvalidInput
 
 

@@ -17,8 +17,9 @@ import httpx
 import pytest
 
 from prism.core.keys import dump, release_key
-from prism.core.model import DesiredState, Spec, parse_model
+from prism.core.model import Spec, parse_model
 from prism.core.readings import Counters
+from prism.core.state import DesiredState
 from prism.dataplane.change import Changes
 from prism.errors import ConfigRejected, Conflict, GateFailed, IllegalTransition
 from prism.release import machine

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from prism.core.keys import dump, routing_key
-from prism.core.model import Routing, Spec, parse_model
+from prism.core.model import Spec, parse_model
+from prism.core.state import Routing
 from prism.types import Delete, Put
 
 

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from prism.errors import Conflict, InvalidInput, StoreError
 from prism.store import SqliteStore
+from prism.store.sqlite import SCHEMA_VERSION
 from prism.testing.memory_store import memory_store
 from prism.testing.wait import eventually
 from prism.types import AuditDraft, Compare, Delete, Entry, Put, Store, WatchEvent
@@ -408,6 +409,9 @@ async def test_a_version_one_file_is_migrated_and_keeps_its_entries(tmp_path: Pa
         await store.commit([Put("/apps/a", "1"), Put("/apps/b", "2")])
     with sqlite3.connect(path) as conn:
         conn.execute("DROP INDEX kv_revisions")
+        conn.execute("DROP INDEX kv_by_lease")
+        conn.execute("DROP TABLE leases")
+        conn.execute("ALTER TABLE kv DROP COLUMN lease")
         conn.execute("UPDATE schema_version SET version = 1")
     conn.close()
     async with await SqliteStore.open(path) as store:
@@ -417,8 +421,8 @@ async def test_a_version_one_file_is_migrated_and_keeps_its_entries(tmp_path: Pa
         names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
         version = conn.execute("SELECT version FROM schema_version").fetchone()[0]
     conn.close()
-    assert "kv_revisions" in names
-    assert version == 2
+    assert {"kv_revisions", "leases", "kv_by_lease"} <= names
+    assert version == SCHEMA_VERSION == 3
 
 
 async def test_unusable_paths_raise_store_error_with_hint(tmp_path: Path) -> None:
@@ -503,3 +507,85 @@ async def test_random_commits_match_a_dict_model(commits: list[dict[str, str | N
             assert [(e.key, e.value) for e in await store.list(prefix)] == expected
     finally:
         await store.close()
+
+
+# --------------------------------------------------------------------------- leases
+
+
+async def test_a_leased_key_vanishes_when_its_lease_expires_unrefreshed() -> None:
+    """Put under a lease, the key lives while refreshed and goes (watchably) once it expires."""
+    clock = FakeClock()
+    store = await SqliteStore.open(":memory:", clock=clock)
+    try:
+        lease = await store.grant(10)
+        await store.commit([Put("registrations/shop/blue/r1", "{}", lease=lease.id)])
+        seen = await store.revision()
+        clock.t += 8
+        await lease.refresh()
+        clock.t += 8
+        assert await store.sweep() == 0
+        assert await store.get("registrations/shop/blue/r1") is not None
+        assert await lease.remaining() == pytest.approx(2.0)
+        clock.t += 3
+        assert await store.sweep() == 1
+        assert await store.get("registrations/shop/blue/r1") is None
+        assert await lease.remaining() is None
+        events = store.watch("registrations/", from_revision=seen)
+        event = await next_event(events)
+        assert (event.kind, event.key) == ("delete", "registrations/shop/blue/r1")
+        await events.aclose()
+        with pytest.raises(StoreError, match="has ended"):
+            await lease.refresh()
+        with pytest.raises(StoreError, match="has ended"):
+            await store.commit([Put("x", "{}", lease=lease.id)])
+        assert await store.get("x") is None
+    finally:
+        await store.close()
+
+
+async def test_revoking_a_lease_deletes_its_keys_at_once(store: SqliteStore) -> None:
+    """Revoke ends the lease and its keys under one revision; other keys stay."""
+    lease = await store.grant(30)
+    await store.commit(
+        [Put("a", "1", lease=lease.id), Put("b", "2", lease=lease.id), Put("c", "3")]
+    )
+    before = await store.revision()
+    await lease.revoke()
+    assert await store.revision() == before + 1
+    assert [e.key for e in await store.list("")] == ["c"]
+    await lease.revoke()  # already gone: no error
+
+
+async def test_a_put_without_the_lease_detaches_the_key(store: SqliteStore) -> None:
+    """Like etcd: a later put without a lease keeps the key when the lease ends."""
+    lease = await store.grant(30)
+    await store.commit([Put("a", "1", lease=lease.id)])
+    await store.commit([Put("a", "2")])
+    await lease.revoke()
+    assert (await store.get("a")).value == "2"  # type: ignore[union-attr]
+
+
+async def test_leases_outlive_a_restart_and_still_expire(tmp_path: Path) -> None:
+    """A lease granted before a restart is still swept when it expires after it."""
+    clock = FakeClock()
+    path = tmp_path / "prism.db"
+    first = await SqliteStore.open(path, clock=clock)
+    lease = await first.grant(5)
+    await first.commit([Put("k", "v", lease=lease.id)])
+    await first.close()
+    second = await SqliteStore.open(path, clock=clock)
+    try:
+        handle = await second.lease(lease.id, 5)
+        await handle.refresh()
+        clock.t += 6
+        assert await second.sweep() == 1
+        assert await second.get("k") is None
+    finally:
+        await second.close()
+
+
+@pytest.mark.parametrize("ttl", [0, -1, 1e9, True, "5"])
+async def test_hostile_lease_ttls_are_refused(store: SqliteStore, ttl: object) -> None:
+    """A TTL must be a number of seconds in (0, 86400]."""
+    with pytest.raises(InvalidInput, match="invalid lease ttl"):
+        await store.grant(ttl)  # type: ignore[arg-type]
