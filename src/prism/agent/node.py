@@ -5,7 +5,8 @@ Lifecycle::
     start HAProxy from disk (last applied state)       no store needed
     loop:                                               every store outage: back off, retry
         lease; known/<node>; full resync (a checked converge of the whole desired state)
-        watch spec/, routing/, pins/, fleet/commit, fleet/poll from the resync revision + 1
+        watch spec/, routing/, pins/, registrations/, desired, fleet/commit and fleet/poll
+        from the resync revision + 1
         on desired changes   converge with map changes *staged*; report staged or applied
         on fleet/commit R    if R is what is staged: write map files, commit, read back
         on fleet/poll n      fresh readings (and the smoke requests asked for), answering n
@@ -30,9 +31,9 @@ from typing import Any
 
 from prism.clock import SystemClock
 from prism.core.fleet import COMMIT, POLL, NodeReport, known_key, node_key
-from prism.core.keys import DESIRED, PINS, ROUTING, SPEC, dump
-from prism.core.model import DesiredState
+from prism.core.keys import DESIRED, PINS, REGISTRATIONS, ROUTING, SPEC, dump
 from prism.core.readings import Counters, SmokeReply
+from prism.core.state import DesiredState
 from prism.dataplane.local import LocalDataPlane, smoke_request
 from prism.errors import Compacted, PrismError, StoreError
 from prism.haproxy.readouts import backend_counters, server_readings
@@ -45,7 +46,7 @@ __all__ = ["Agent", "AgentOptions"]
 
 log = logging.getLogger(__name__)
 
-_DESIRED = (SPEC, ROUTING, PINS, DESIRED)
+_DESIRED = (SPEC, ROUTING, PINS, REGISTRATIONS, DESIRED)
 _BACKOFF = (0.2, 5.0)
 
 

@@ -58,6 +58,13 @@ class ServerRequest(BaseModel):
     reason: str | None = Field(default=None, max_length=500)
 
 
+class RegistrationRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    address: str = Field(max_length=300, description="host:port of the server")
+    ttl: DurationMs = Field(default=10_000, description="e.g. '10s'; renew before it passes")
+
+
 class StartRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -316,6 +323,45 @@ def create_app(services: Services, token: str) -> FastAPI:
         return await _services(request).servers.remove(
             _name(app, "app name"), _name(color, "color"), server, actor=who, reason=None
         )
+
+    @app.put(f"{v1}/apps/{{app}}/colors/{{color}}/registrations/{{name}}", tags=["servers"])
+    async def put_registration(
+        request: Request,
+        app: AppName,
+        color: str,
+        name: str,
+        body: RegistrationRequest,
+        who: Actor,
+    ) -> dict[str, Any]:
+        """Register (or renew: the same PUT again) a server into a color for ``ttl``.
+
+        A new one joins without reload through the DRAIN gate; it leaves by itself
+        (drained, removed) when it stops renewing."""
+        return await _services(request).registrations.register(
+            _name(app, "app name"),
+            _name(color, "color"),
+            names.check(names.SERVER_NAME, name, "server name"),
+            body.address,
+            ttl_ms=body.ttl,
+            actor=who,
+        )
+
+    @app.delete(f"{v1}/apps/{{app}}/colors/{{color}}/registrations/{{name}}", tags=["servers"])
+    async def delete_registration(
+        request: Request, app: AppName, color: str, name: str, who: Actor
+    ) -> dict[str, Any]:
+        """Deregister a server now: it is drained and removed, without reload."""
+        return await _services(request).registrations.deregister(
+            _name(app, "app name"),
+            _name(color, "color"),
+            names.check(names.SERVER_NAME, name, "server name"),
+            actor=who,
+        )
+
+    @app.get(f"{v1}/apps/{{app}}/registrations", tags=["servers"])
+    async def list_registrations(request: Request, app: AppName) -> list[dict[str, Any]]:
+        """Every server registered into the app's colors, with the seconds left on each."""
+        return await _services(request).registrations.list(_name(app, "app name"))
 
     @app.get(f"{v1}/nodes", tags=["nodes"])
     async def list_nodes(request: Request) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ from prism.cli.output import (
     format_history,
     format_status,
 )
+from prism.cli.registrations import deregister, register, registrations
 from prism.cli.releases import release
 from prism.cli.routing import fmt_weights, pin, pins, server, shift, unpin
 
@@ -170,7 +171,21 @@ def history(ctx: Ctx, app: str | None, limit: int, as_json: bool) -> None:
     echo_json(answer) if as_json else click.echo(format_history(answer))
 
 
-for command in (release, shift, pin, unpin, pins, server, nodes, serve, agent, demo):
+for command in (
+    release,
+    shift,
+    pin,
+    unpin,
+    pins,
+    server,
+    register,
+    deregister,
+    registrations,
+    nodes,
+    serve,
+    agent,
+    demo,
+):
     cli.add_command(command)
 
 

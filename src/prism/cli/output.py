@@ -28,6 +28,14 @@ def _when(at: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
 
 
+def _registered(server: dict[str, Any]) -> str:
+    """`` [registered, 7.5 s left]`` for a server that registered itself."""
+    if server.get("source") != "registration":
+        return ""
+    left = server.get("ttl_left")
+    return " [registered, " + ("expired" if left is None else f"{left:g} s left") + "]"
+
+
 def _health(server: dict[str, Any]) -> str:
     """A server's status; in a fleet, on how many nodes it is UP and what the others see."""
     nodes: dict[str, dict[str, Any]] = server.get("nodes") or {}
@@ -72,6 +80,7 @@ def format_status(apps: list[dict[str, Any]]) -> str:
             servers = ", ".join(
                 f"{s['name']} {s['address']} {_health(s)}"
                 + (f" ({s['in_use']} in use)" if s["in_use"] else "")
+                + _registered(s)
                 for s in color["servers"]
             )
             buckets = ",".join(color.get("buckets", [])) or "-"

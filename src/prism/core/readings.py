@@ -69,6 +69,12 @@ class ServerReading:
         return check_passed(self.check_status)
 
     @property
+    def absent(self) -> bool:
+        """An empty DNS discovery slot (maintenance set by the resolver): not a server at
+        all, so gates, status and drain leave it out rather than count it DOWN."""
+        return self.status == "MAINT (resolution)"
+
+    @property
     def ready(self) -> bool:
         """Exactly ``UP`` with a passed check: safe to send traffic to."""
         return self.status == "UP" and self.checked_ok

@@ -10,6 +10,7 @@ Routes (any other path behaves like ``/``):
     GET|HEAD /healthz    200 "ok", or 503 "unhealthy" after POST /_health {"ok": false}
     GET|POST|DELETE /_fault   show / set / clear a fault: {"status", "delay_ms", "ratio"}
     GET|POST /_health    show / set the health switch: {"ok": true|false}
+    GET|HEAD /_stats     {"served": N}: ordinary requests answered so far
 
 Every response carries ``X-Backend-Color``, ``X-Backend-Version`` and
 ``X-Backend-Server``. A fault applies to a request with probability ``ratio``;
@@ -48,6 +49,7 @@ _CONTROL = {
     "/healthz": ("GET", "HEAD"),
     "/_fault": ("GET", "HEAD", "POST", "DELETE"),
     "/_health": ("GET", "HEAD", "POST"),
+    "/_stats": ("GET", "HEAD"),
 }
 
 
@@ -105,6 +107,8 @@ class BackendApp:
         self.fault: Fault | None = None
         self.healthy = True
         self.requests = 0
+        #: ordinary requests (not control routes) answered
+        self.served = 0
         self._extra = (
             f"X-Backend-Color: {color}\r\nX-Backend-Version: {version}\r\n"
             f"X-Backend-Server: {name}\r\n"
@@ -151,6 +155,7 @@ class BackendApp:
             return self._control(method, path, body, conn), 0.0
         if method != "GET" and not head:
             return self._encode(405, b"method not allowed\n", conn), 0.0
+        self.served += 1
         fault = self.fault
         if fault is not None and (fault.ratio >= 1.0 or random.random() < fault.ratio):
             delay = fault.delay_ms / 1000.0
@@ -174,6 +179,8 @@ class BackendApp:
         head = method == "HEAD"
         if method not in _CONTROL[path]:
             return self._encode(405, b"method not allowed\n", conn)
+        if path == "/_stats":
+            return self._encode(200, {"served": self.served}, conn, head)
         if path == "/healthz":
             if self.healthy:
                 return self._encode(200, b"ok\n", conn, head)

@@ -39,9 +39,10 @@ from types import MappingProxyType
 
 from prism.core.buckets import layout_ranges
 from prism.core.model import (
+    SLOT_PREFIX,
     App,
     Color,
-    DesiredState,
+    Discovery,
     HealthCheck,
     PinRule,
     Server,
@@ -49,6 +50,7 @@ from prism.core.model import (
     backend_name,
     split_bind,
 )
+from prism.core.state import DesiredState
 from prism.errors import InvalidInput
 from prism.haproxy.layout import HAProxyFiles
 from prism.haproxy.rules import (
@@ -102,7 +104,7 @@ _FD_OWN = 64
 def fd_demand(spec: Spec, maxconn: int) -> int:
     """The file-descriptor limit HAProxy will ask for with ``spec``: two per connection,
     one per server (its checks and connections) and per listener, and its own."""
-    servers = sum(len(color.servers) for app in spec.apps for color in app.colors)
+    servers = sum(len(color.servers) + color.slots for app in spec.apps for color in app.colors)
     binds = len(spec.listeners) + sum(1 for app in spec.apps if app.bind is not None)
     return _FD_PER_CONN * maxconn + servers + binds + _FD_OWN
 
@@ -252,7 +254,7 @@ def server_args(check: HealthCheck, server: Server) -> str:
 
 def render(state: DesiredState, paths: HAProxyFiles, settings: RenderSettings) -> RenderedFiles:
     """Render ``state`` into the config, map and page files for the state dir ``paths``."""
-    config = render_config(state.spec, paths, settings)
+    config = render_config(state.served, paths, settings)
     maps: dict[str, str] = {}
     files: dict[str, str] = {}
     for app in sorted(state.spec.apps, key=lambda a: a.name):
@@ -275,6 +277,8 @@ def render_config(spec: Spec, paths: HAProxyFiles, settings: RenderSettings) -> 
         sections.append(_listener_frontend(listener.name, listener.bind, members, paths, settings))
     for app in apps:
         for color in sorted(app.colors, key=lambda c: c.name):
+            if color.discovery is not None:
+                sections.append(_resolvers(app, color, color.discovery))
             sections.append(_backend(app, color))
     # No revision in the header: a config that did not change must render
     # byte-equal, so a runtime-only change never looks like it needs a reload.
@@ -301,7 +305,8 @@ class RenderMemo:
     """Renders successive desired states for one state dir, reusing what did not change.
 
     At 1,000 apps, rendering everything took most of a one-app weight move. The
-    config is reused while the spec is the very same (frozen) object, and an
+    config is reused while the served spec (declared plus registered servers) is the
+    very same (frozen) object, and an
     app's files while its app object, stored routing and pins are unchanged,
     so a weight move renders one app's weights map. The output is always what
     :func:`render` gives for the same state.
@@ -319,9 +324,9 @@ class RenderMemo:
         self._files: dict[str, str] = {}
 
     def render(self, state: DesiredState) -> RenderedFiles:
-        if state.spec is not self._spec:
-            self._config = render_config(state.spec, self.paths, self.settings)
-            self._spec = state.spec
+        if state.served is not self._spec:
+            self._config = render_config(state.served, self.paths, self.settings)
+            self._spec = state.served
         gone = set(self._apps) - {app.name for app in state.spec.apps}
         for name in gone:
             self._forget(name)
@@ -494,6 +499,37 @@ def _backend(app: App, color: Color) -> list[str]:
         "    http-request del-header x-prism-smoke-key",
         f"    http-response set-header X-Prism-Color {name}",
     ]
+    if color.discovery is not None:
+        # Slots keep their address across reloads (the server-state file's `last`);
+        # empty ones wait in maintenance until the record names a target.
+        lines.append(
+            f"    server-template {SLOT_PREFIX} {_int(color.discovery.slots)}"
+            f" {check_word(color.discovery.srv, 'SRV record')}"
+            f" resolvers {resolvers_name(app.name, color.name)} init-addr last,none"
+            f" check inter {_int(check.inter_ms)}ms rise {_int(check.rise)} fall {_int(check.fall)}"
+        )
     for server in sorted(color.servers, key=lambda s: s.name):
         lines.append(f"    server {check_word(server.name, 'server')} {server_args(check, server)}")
     return lines
+
+
+def resolvers_name(app: str, color: str) -> str:
+    """The ``resolvers`` section of one color's DNS discovery."""
+    return f"prism_{app}_{color}".replace("-", "_")
+
+
+def _resolvers(app: App, color: Color, discovery: Discovery) -> list[str]:
+    lines = [f"resolvers {check_word(resolvers_name(app.name, color.name), 'resolvers')}"]
+    for index, resolver in enumerate(discovery.resolvers, start=1):
+        lines.append(f"    nameserver ns{index} {check_word(resolver, 'resolver')}")
+    return [
+        *lines,
+        # SRV answers of a few dozen targets do not fit the classic 512 bytes
+        "    accepted_payload_size 8192",
+        "    resolve_retries 3",
+        "    timeout resolve 1s",
+        "    timeout retry 1s",
+        # re-ask every second; a target gone from the record leaves at the next answer
+        "    hold valid 1s",
+        "    hold obsolete 0s",
+    ]

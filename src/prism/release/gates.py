@@ -31,7 +31,7 @@ def health_gate(servers: Iterable[ServerReading], backend: str, color: str) -> G
     """Pass only if the backend has at least one server and every one is exactly ``UP``
     with a health check that really ran and passed (HAProxy reports a server it has
     not checked yet as ``UP`` too), on every node that reports it."""
-    rows = [s for s in servers if s.backend == backend]
+    rows = [s for s in servers if s.backend == backend and not s.absent]
     readings = {
         "servers": {s.where: s.status for s in rows},
         "checks": {s.where: s.check_status for s in rows},

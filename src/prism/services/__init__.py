@@ -4,6 +4,7 @@
 * :mod:`.routing` — shift weights, roll back;
 * :mod:`.pins` — pin keys to colors;
 * :mod:`.servers` — add and remove servers at runtime;
+* :mod:`.registrations` — servers registering themselves for a TTL;
 * :mod:`.releases` — start and steer releases (the engine drives them);
 * :mod:`.status` — app status, node health, the audit log.
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from prism.services.pins import PinService
+from prism.services.registrations import RegistrationService
 from prism.services.releases import ReleaseService
 from prism.services.routing import RoutingService
 from prism.services.servers import ServerService
@@ -28,6 +30,7 @@ from prism.services.status import StatusService
 
 __all__ = [
     "PinService",
+    "RegistrationService",
     "ReleaseService",
     "RoutingService",
     "ServerService",
@@ -47,3 +50,4 @@ class Services:
     servers: ServerService
     releases: ReleaseService
     status: StatusService
+    registrations: RegistrationService

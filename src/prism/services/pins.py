@@ -6,7 +6,8 @@ import json
 from typing import Any
 
 from prism.core.keys import dump, pin_key
-from prism.core.model import App, DesiredState
+from prism.core.model import App
+from prism.core.state import DesiredState
 from prism.dataplane.change import Changes
 from prism.errors import NotFound
 from prism.store.desired import load_state

@@ -6,7 +6,8 @@ from typing import Any
 
 from prism import names
 from prism.core.keys import APPS, dump
-from prism.core.model import App, Color, DesiredState, Server, split_hostport
+from prism.core.model import App, Color, Server, split_hostport
+from prism.core.state import DesiredState
 from prism.dataplane.change import Changes
 from prism.errors import Conflict, InvalidInput, NotFound
 from prism.store.desired import load_state

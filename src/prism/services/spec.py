@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from prism.core.keys import diff_spec, routing_key, spec_ops
-from prism.core.model import DesiredState, Routing, Spec
+from prism.core.model import Spec
+from prism.core.state import DesiredState, Routing
 from prism.dataplane.change import Changes
 from prism.store.desired import load_state
 from prism.types import AuditDraft, Delete, Store

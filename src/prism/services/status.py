@@ -6,8 +6,9 @@ from collections.abc import Callable
 from typing import Any
 
 from prism.core.buckets import layout_ranges
-from prism.core.model import App, DesiredState, backend_name
+from prism.core.model import SLOT_PREFIX, App, backend_name
 from prism.core.readings import ServerReading
+from prism.core.state import DesiredState
 from prism.dataplane.base import DataPlane
 from prism.errors import InvalidInput, PrismError
 from prism.release.engine import stored_releases
@@ -119,6 +120,44 @@ class StatusService:
         colors = []
         for color in app.colors:
             backend = backend_name(app.name, color.name)
+            servers = [
+                {
+                    "name": s.name,
+                    "address": s.address,
+                    "source": "spec",
+                    **server_status(readings.get((backend, s.name), [])),
+                }
+                for s in color.servers
+            ]
+            for name, reg in sorted(state.registered(app.name, color.name).items()):
+                lease = await self.store.lease(reg.lease, reg.ttl_ms / 1000)
+                try:
+                    left = await lease.remaining()
+                except PrismError:
+                    left = None
+                servers.append(
+                    {
+                        "name": name,
+                        "address": reg.address,
+                        "source": "registration",
+                        "ttl_left": None if left is None else round(left, 1),
+                        "registered_by": reg.by,
+                        **server_status(readings.get((backend, name), [])),
+                    }
+                )
+            for slot in range(1, color.slots + 1):
+                seen = [
+                    r for r in readings.get((backend, f"{SLOT_PREFIX}{slot}"), []) if not r.absent
+                ]
+                if seen:  # an empty slot is no server at all
+                    servers.append(
+                        {
+                            "name": f"{SLOT_PREFIX}{slot}",
+                            "address": seen[0].address,
+                            "source": "dns",
+                            **server_status(seen),
+                        }
+                    )
             colors.append(
                 {
                     "name": color.name,
@@ -126,14 +165,8 @@ class StatusService:
                     "active": color.name == routing.active,
                     "weight": routing.weights.get(color.name, 0),
                     "buckets": [f"{lo}-{hi}" for lo, hi, c in ranges if c == color.name],
-                    "servers": [
-                        {
-                            "name": s.name,
-                            "address": s.address,
-                            **server_status(readings.get((backend, s.name), [])),
-                        }
-                        for s in color.servers
-                    ],
+                    "discovery": color.discovery.model_dump() if color.discovery else None,
+                    "servers": servers,
                 }
             )
         releases = await stored_releases(self.store, app.name)

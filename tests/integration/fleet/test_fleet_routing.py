@@ -16,6 +16,7 @@ import pytest
 from prism.testing.fleet import LocalFleet
 from prism.testing.load import run_load_in_thread
 from prism.testing.processes import Backend
+from prism.testing.wait import wait_for
 
 pytestmark = [pytest.mark.haproxy, pytest.mark.etcd]
 
@@ -156,3 +157,39 @@ def test_a_node_that_cannot_read_its_servers_refuses_a_shift(
     assert fleet.api("GET", "/apps/shop").json()["weights"] == {"blue": 100}
     for index in range(3):
         assert set(colors_seen(fleet, index, shop_port, 20)) == {"blue"}, index
+
+
+def test_registrations_reach_every_node_and_expire_on_every_node(
+    fleet: LocalFleet, shop_port: int, color_servers: dict[str, Backend]
+) -> None:
+    """A server registering with the fleet joins red on all three nodes (UP on each); when
+    it stops renewing, etcd ends its lease and every node drains and removes it."""
+    body = {"address": color_servers["red"].address, "ttl": 2000}
+    reply = fleet.api("PUT", "/apps/shop/colors/red/registrations/r9", body)
+    assert reply.status_code == 200, reply.text
+    red = next(c for c in fleet.api("GET", "/apps/shop").json()["colors"] if c["name"] == "red")
+    joined = next(s for s in red["servers"] if s["name"] == "r9")
+    assert joined["source"] == "registration"
+    assert {n: r["status"] for n, r in joined["nodes"].items()} == {
+        "lb-1": "UP",
+        "lb-2": "UP",
+        "lb-3": "UP",
+    }
+    wait_for(
+        lambda: [
+            s["name"]
+            for c in fleet.api("GET", "/apps/shop").json()["colors"]
+            if c["name"] == "red"
+            for s in c["servers"]
+        ],
+        until=lambda names: names == ["s1"],
+        timeout=10,
+        what="r9 to expire",
+    )
+
+    def configs() -> list[bool]:
+        return ["server r9 " in (n.state_dir / "haproxy.cfg").read_text() for n in fleet.agents]
+
+    wait_for(configs, until=lambda found: not any(found), timeout=10, what="r9 gone on every node")
+    history = fleet.api("GET", "/apps/shop/history?limit=20").json()
+    assert "registration.expired" in [h["action"] for h in history]

@@ -285,3 +285,12 @@ def test_sigterm_exits_cleanly(fresh: Backend) -> None:
         conn.reply()
         assert fresh.stop() == 0
         assert conn.closed_by_peer()
+
+
+def test_stats_count_ordinary_requests_only(fresh: Backend) -> None:
+    """/_stats counts the requests a client would send, not health checks or switches."""
+    request(fresh, "GET", "/")
+    request(fresh, "GET", "/anything")
+    request(fresh, "GET", "/healthz")
+    request(fresh, "POST", "/_health", b'{"ok": true}')
+    assert request(fresh, "GET", "/_stats").json() == {"served": 2}

@@ -21,15 +21,15 @@ from prism.core.buckets import layout_ranges
 from prism.core.model import (
     App,
     Color,
-    DesiredState,
+    Discovery,
     Maintenance,
     PinRule,
-    Routing,
     Server,
     Spec,
     Stickiness,
     parse_model,
 )
+from prism.core.state import DesiredState, Registration, Routing
 from prism.errors import InvalidInput, NotFound
 from prism.haproxy.changes import without_servers
 from prism.haproxy.render import (
@@ -773,3 +773,63 @@ def test_derive_maxconn_rejects_nonsense(nofile: int) -> None:
     """A non-positive fd limit is an error, not a silent default."""
     with pytest.raises(InvalidInput, match=f"^invalid file-descriptor limit {nofile}$"):
         derive_maxconn(nofile)
+
+
+DISCOVERY = {"srv": "_http._tcp.blue.shop.service.consul", "resolvers": ["127.0.0.1:8600"]}
+
+
+def test_dns_discovery_renders_resolvers_and_server_slots() -> None:
+    """A color with an SRV record gets its own resolvers section and a server-template whose
+    slots keep their last address across reloads; its declared servers stay as they are."""
+    state = load_state("one_app_three_colors")
+    app = state.spec.app("shop")
+    blue = app.color("blue").model_copy(update={"discovery": Discovery(**DISCOVERY, slots=20)})
+    colors = tuple(blue if c.name == "blue" else c for c in app.colors)
+    config = render(_with_app(state, colors=colors), PATHS, SETTINGS).config
+    section = config.split("resolvers prism_shop_blue\n", 1)[1].split("\n\n", 1)[0]
+    assert "    nameserver ns1 127.0.0.1:8600" in section
+    assert "    accepted_payload_size 8192" in section
+    assert (
+        "    server-template srv 20 _http._tcp.blue.shop.service.consul resolvers "
+        "prism_shop_blue init-addr last,none check inter 2000ms rise 3 fall 2"
+    ) in config
+    assert config.count("server-template") == 1
+    assert "resolvers prism_shop_green" not in config
+
+
+@pytest.mark.parametrize(
+    ("discovery", "match"),
+    [
+        ({**DISCOVERY, "srv": "shop.service.consul"}, "invalid SRV record name"),
+        ({**DISCOVERY, "srv": "_http._tcp.shop;reload"}, "invalid SRV record name"),
+        ({**DISCOVERY, "resolvers": ["dns.example:53"]}, "IPv4 address:port"),
+        ({**DISCOVERY, "resolvers": []}, "at least 1 item"),
+        ({**DISCOVERY, "slots": 0}, "greater than or equal to 1"),
+        ({**DISCOVERY, "slots": 101}, "less than or equal to 100"),
+    ],
+)
+def test_hostile_discovery_is_refused(discovery: dict[str, object], match: str) -> None:
+    """Record names, resolvers and slot counts are checked before anything renders."""
+    with pytest.raises(InvalidInput, match=match):
+        parse_model(Discovery, discovery, source="discovery")
+
+
+def test_slot_names_are_reserved() -> None:
+    """A declared server may not take a discovery slot's name (srv1, srv2 ...)."""
+    with pytest.raises(InvalidInput, match="reserved for DNS discovery slots"):
+        parse_model(Color, {"name": "blue", "servers": [{"name": "srv3", "host": "h", "port": 1}]})
+
+
+def test_registered_servers_are_served_but_not_declared() -> None:
+    """A registration adds a server line to its color's backend; the declared spec (what
+    `prism config` shows and `prism apply` replaces) does not change."""
+    state = load_state("one_app_three_colors")
+    registered = Registration(host="10.0.0.9", port=8080, ttl_ms=10_000, lease=7, by="ci", at=1.0)
+    joined = state.model_copy(update={"registrations": {"shop": {"blue": {"r1": registered}}}})
+    config = render(joined, PATHS, SETTINGS).config
+    assert "    server r1 10.0.0.9:8080 check inter 2000ms rise 3 fall 2" in config
+    assert [s.name for s in joined.spec.app("shop").color("blue").servers] == [
+        s.name for s in state.spec.app("shop").color("blue").servers
+    ]
+    assert "r1" in [s.name for s in joined.served.app("shop").color("blue").servers]
+    assert render(state, PATHS, SETTINGS).config != config

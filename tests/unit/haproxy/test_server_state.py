@@ -31,3 +31,13 @@ def test_unknown_format_starts_fresh() -> None:
     """A file Prism cannot read is replaced by nothing rather than trusted."""
     assert filter_server_state("garbage", {}) == ""
     assert filter_server_state("1\n# a b c\n1 2 3\n", {}) == ""
+
+
+def test_discovery_slots_keep_their_lines_whatever_their_address() -> None:
+    """A slot's address comes from DNS, not the spec: its saved line is kept so a reload
+    starts it on the address it had (init-addr last)."""
+    slot = "3 shop.blue 1 srv1 10.0.0.5 2 0 1 1 8 6 3 4 6 0 0 0 n1.consul 18081 _h._tcp.x"
+    text = HEADER + slot + " 0 0 - - 0\n"
+    kept = filter_server_state(text, {("shop.blue", "srv1"): None})
+    assert kept.splitlines()[2].split()[3:5] == ["srv1", "10.0.0.5"]
+    assert filter_server_state(text, {}) == HEADER
