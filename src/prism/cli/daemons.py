@@ -45,6 +45,30 @@ def store_options(fn: F) -> F:
     return fn
 
 
+def haproxy_options(fn: F) -> F:
+    """The options of a process that supervises this machine's HAProxy."""
+    for option in reversed(
+        [
+            click.option(
+                "--admin-port", type=click.IntRange(1, 65535), help="HAProxy stats/metrics port"
+            ),
+            click.option(
+                "--haproxy", "haproxy_path", envvar="PRISM_HAPROXY", help="haproxy binary"
+            ),
+            click.option("--stop-haproxy", is_flag=True, help="stop HAProxy when Prism exits"),
+            click.option(
+                "--reconcile-interval",
+                default=5.0,
+                show_default=True,
+                type=click.FloatRange(0.1, 3600),
+                help="seconds between checks that HAProxy still holds its state",
+            ),
+        ]
+    ):
+        fn = option(fn)
+    return fn
+
+
 def _store(kwargs: dict[str, Any]) -> Any:
     from prism.store.url import StoreOptions
 
@@ -61,16 +85,7 @@ def _store(kwargs: dict[str, Any]) -> Any:
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="API address")
 @click.option("--port", default=7070, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--admin-port", type=click.IntRange(1, 65535), help="HAProxy stats/metrics port")
-@click.option("--haproxy", "haproxy_path", envvar="PRISM_HAPROXY", help="haproxy binary")
-@click.option("--stop-haproxy", is_flag=True, help="stop HAProxy when Prism exits")
-@click.option(
-    "--reconcile-interval",
-    default=5.0,
-    show_default=True,
-    type=click.FloatRange(0.1, 3600),
-    help="seconds between checks that HAProxy still holds the desired state",
-)
+@haproxy_options
 @click.option(
     "--converge-timeout",
     default=15.0,
@@ -112,9 +127,7 @@ def serve(ctx: Ctx, /, **kwargs: Any) -> None:
     "--listen-address",
     help="the address a spec bind of *:PORT or 0.0.0.0:PORT takes on this node",
 )
-@click.option("--admin-port", type=click.IntRange(1, 65535), help="HAProxy stats/metrics port")
-@click.option("--haproxy", "haproxy_path", envvar="PRISM_HAPROXY", help="haproxy binary")
-@click.option("--stop-haproxy", is_flag=True, help="stop HAProxy when the agent exits")
+@haproxy_options
 @click.option(
     "--heartbeat",
     default=1.0,
@@ -128,13 +141,6 @@ def serve(ctx: Ctx, /, **kwargs: Any) -> None:
     show_default=True,
     type=click.FloatRange(0.5, 600),
     help="seconds without a refresh before the fleet sees this node as lost",
-)
-@click.option(
-    "--reconcile-interval",
-    default=5.0,
-    show_default=True,
-    type=click.FloatRange(0.1, 3600),
-    help="seconds between checks that HAProxy still holds the applied state",
 )
 @store_options
 @pass_ctx

@@ -48,8 +48,7 @@ from prism.errors import (
     StoreError,
 )
 from prism.release import machine
-from prism.release.gates import health_gate
-from prism.release.machine import (
+from prism.release.events import (
     Abort,
     Audit,
     Began,
@@ -67,6 +66,7 @@ from prism.release.machine import (
     Step,
     Tick,
 )
+from prism.release.gates import health_gate
 from prism.release.plan import ReleasePlan, WeightStep
 from prism.release.record import Phase, ReleaseRecord
 from prism.release.traffic import Traffic, format_weights

@@ -10,12 +10,7 @@ import pytest
 
 from prism.core.readings import Counters
 from prism.errors import IllegalTransition, InvalidInput
-from prism.release.gates import GateResult
-from prism.release.machine import (
-    ROLLBACK_ATTEMPTS,
-    TABLE,
-    TERMINAL,
-    TRANSITIONS,
+from prism.release.events import (
     Abort,
     Ask,
     Audit,
@@ -25,7 +20,6 @@ from prism.release.machine import (
     Emit,
     Event,
     Pause,
-    Phase,
     Promote,
     Restarted,
     Resume,
@@ -34,6 +28,14 @@ from prism.release.machine import (
     ShareSet,
     Step,
     Tick,
+)
+from prism.release.gates import GateResult
+from prism.release.machine import (
+    ROLLBACK_ATTEMPTS,
+    TABLE,
+    TERMINAL,
+    TRANSITIONS,
+    Phase,
     advance,
     propose,
     step,
