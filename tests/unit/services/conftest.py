@@ -62,11 +62,11 @@ class Rig:
 
 @pytest.fixture
 async def rig() -> AsyncIterator[Rig]:
-    store = await memory_store()
+    clock = FakeClock()
+    store = await memory_store(clock=clock)
     plane = FakeDataPlane()
     for color in ("blue", "green", "red"):
         plane.set_servers(f"shop.{color}", "s1")
-    clock = FakeClock()
     changes = Changes(store, plane)
     traffic = Traffic(store, changes, plane, clock, poll_interval=0.5)
     the_rig = Rig(
