@@ -82,6 +82,7 @@ class Agent:
         self.applier = plane.applier
         self.applied: DesiredState | None = self._load_applied()
         self._staged: DesiredState | None = None
+        self._mode = "none"
         self._error: tuple[str, int] | None = None
         self._synced = False
         self._poll = 0
@@ -163,7 +164,7 @@ class Agent:
         state = await load_state(self.store)
         self._staged = None
         try:
-            await self.applier.apply(state)
+            self._mode = (await self.applier.apply(state)).mode
         except PrismError as exc:
             self._error = (str(exc), state.revision)
             log.warning(
@@ -188,6 +189,7 @@ class Agent:
                 self._staged = state
             else:
                 self._staged = None
+                self._mode = report.mode
                 self._applied(state)
         await self._publish()
 
@@ -197,7 +199,7 @@ class Agent:
             return  # not ours: a newer change replaced it, or it never staged here
         self._staged = None
         try:
-            await self.applier.commit_staged(revision)
+            self._mode = (await self.applier.commit_staged(revision)).mode
         except PrismError as exc:
             self._error = (str(exc), revision)
             log.warning(
@@ -287,6 +289,7 @@ class Agent:
             heartbeat=self.clock.now(),
             synced=self._synced,
             applied=self.applied.revision if self.applied else 0,
+            mode=self._mode,
             staged=self._staged.revision if self._staged else 0,
             error=error,
             error_revision=error_revision,

@@ -70,6 +70,8 @@ class NodeReport:
     heartbeat: float
     synced: bool = False
     applied: int = 0
+    #: how the last apply took effect: reload, runtime or none
+    mode: str = "none"
     staged: int = 0
     error: str | None = None
     error_revision: int = 0

@@ -260,10 +260,11 @@ class FleetDataPlane:
 
                 await self._until(switched, deadline)
                 self._raise_failures(revision, "switch to")
-            mode = "runtime" if staged else "none"
+            modes = {r.mode for r in self.live.values() if r.applied >= revision}
+            mode = next((m for m in ("reload", "runtime") if m in modes), "none")
             return Converged(
                 revision=revision,
-                mode=mode if self.live else "none",
+                mode="runtime" if staged and mode == "none" else mode,
                 operations=tuple(f"{n} applied" for n in sorted(self.live)),
                 duration_ms=round((time.monotonic() - started) * 1000, 3),
                 nodes=tuple(sorted(self.live)),
