@@ -24,6 +24,8 @@ SECTIONS = [
     "## 4. Split accuracy and stickiness",
     "## 5. Scale",
     "## 6. Control-plane throughput",
+    "## 7. Fleet: N nodes in step",
+    "## 9. Discovery: announcing a server to its first request",
 ]
 
 
@@ -40,7 +42,7 @@ def test_quick_benchmarks_complete_and_report_every_section(tmp_path: Path) -> N
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
-        timeout=170,
+        timeout=400,
         check=False,
     )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
