@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from prism import names
@@ -39,6 +39,9 @@ __all__ = [
     "known_key",
     "node_key",
 ]
+
+_SERVER_FIELDS = fields(ServerReading)
+_SMOKE_FIELDS = fields(SmokeReply)
 
 FLEET = "fleet/"
 NODES = "fleet/nodes/"
@@ -86,10 +89,19 @@ class NodeReport:
     smoke: tuple[tuple[str, str, SmokeReply], ...] = ()
 
     def to_json(self) -> str:
-        data = asdict(self)
-        data["servers"] = [asdict(s) for s in self.servers]
+        # Built field by field: dataclasses.asdict deep-copies every reading, and a node
+        # encodes its report every heartbeat.
+        data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["haproxy"] = dict(self.haproxy)
+        data["in_use"] = dict(self.in_use)
+        data["servers"] = [
+            {f.name: getattr(s, f.name) for f in _SERVER_FIELDS} for s in self.servers
+        ]
         data["counters"] = {b: c.to_dict() for b, c in self.counters.items()}
-        data["smoke"] = [[app, color, asdict(reply)] for app, color, reply in self.smoke]
+        data["smoke"] = [
+            [app, color, {f.name: getattr(r, f.name) for f in _SMOKE_FIELDS}]
+            for app, color, r in self.smoke
+        ]
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     @classmethod

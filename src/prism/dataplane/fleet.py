@@ -66,15 +66,18 @@ class FleetDataPlane:
         staging: Path,
         *,
         converge_timeout: float = 15.0,
-        poll_timeout: float = 3.0,
+        poll_timeout: float | None = None,
     ) -> None:
         self.store = store
         self.binary = binary
         self.staging = HAProxyFiles(staging)
         self.converge_timeout = converge_timeout
-        self.poll_timeout = poll_timeout
+        # fresh readings of every node: a fifth of the converge budget, at least 3 s
+        self.poll_timeout = poll_timeout or max(3.0, converge_timeout / 5)
         self.reports: dict[str, NodeReport] = {}
         self.known: set[str] = set()
+        #: nodes seen lost (known, no report): their next report is a return, not a join
+        self._lost_seen: set[str] = set()
         self._changed = asyncio.Event()
         self._watcher: asyncio.Task[None] | None = None
         self._converging = asyncio.Lock()
@@ -108,6 +111,7 @@ class FleetDataPlane:
             reports[report.node] = report
         self.reports = reports
         self.known = {e.key[len(KNOWN) :] for e in await self.store.list(KNOWN)}
+        self._lost_seen = self.known - set(reports)
         self._wake()
         return revision
 
@@ -131,10 +135,13 @@ class FleetDataPlane:
         if key.startswith(NODES):
             node = key[len(NODES) :]
             if kind == "put" and value:
-                if node not in self.reports and node in self.known:
-                    self._audit("node.returned", node)
+                if node not in self.reports:
+                    returned = node in self._lost_seen
+                    self._lost_seen.discard(node)
+                    self._audit("node.returned" if returned else "node.joined", node)
                 self.reports[node] = NodeReport.from_json(value)
             elif self.reports.pop(node, None) is not None and node in self.known:
+                self._lost_seen.add(node)
                 self._audit("node.lost", node)
         elif key.startswith(KNOWN):
             node = key[len(KNOWN) :]

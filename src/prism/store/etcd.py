@@ -24,8 +24,11 @@ that writes the record, so they are unique and increasing across every client.
 Prefixes must not nest (``a`` and ``a/kvx`` would overlap).
 
 Revisions are etcd's: ``commit`` is one etcd transaction and returns its
-revision; it always writes ``meta/revision`` and its guard, so every commit
-(even one whose ops change nothing) gets a new, higher revision. Other writes
+revision; it writes ``meta/revision`` and its guard, so every commit (even
+one whose ops change nothing) gets a new, higher revision — except plain puts
+of leased keys that compare and audit nothing (a node's report every
+heartbeat), which are
+idempotent, so they need no guard and do not move ``meta/revision``. Other writes
 take etcd revisions too (audit records, lease expiry, other prefixes), so
 revisions increase but are not consecutive. ``revision()`` is the cluster's
 current revision: every change so far is at or below it, so a watch from it
@@ -161,6 +164,10 @@ _HINTS = (
 )
 
 T = TypeVar("T")
+
+
+def _leased(op: Put | Delete) -> bool:
+    return isinstance(op, Put) and op.lease is not None
 
 
 # -- URLs ---------------------------------------------------------------------------------
@@ -701,9 +708,11 @@ class EtcdStore:
             else _delete(self._kv + op.key.encode())
             for op in ops
         ]
+        leases = sorted({op.lease for op in ops if isinstance(op, Put) and op.lease})
+        if audit is None and not expect and ops and all(_leased(op) for op in ops):
+            return await self._plain_puts(state, leases)
         guard = self._guards + secrets.token_hex(16).encode()
         reads = [_get(self._kv + cmp.key.encode()) for cmp in expect]
-        leases = sorted({op.lease for op in ops if isinstance(op, Put) and op.lease})
         for _ in range(_CAS_ATTEMPTS):
             known = self._known
             compare = [_mod_is(self._kv + c.key.encode(), c.mod_revision) for c in expect]
@@ -730,6 +739,25 @@ class EtcdStore:
             "could not commit: other writers kept taking the next audit id",
             hint="retry; many control planes writing audited changes at once contend here",
         )
+
+    async def _plain_puts(self, puts: builtins.list[_Proto], leases: builtins.list[int]) -> int:
+        """Leased puts that compare and audit nothing (a node's report, every heartbeat):
+        applying one twice after a lost reply changes nothing, so they go without a guard
+        and leave ``meta/revision`` alone (audit records are not held back by them)."""
+        request = rpc.TxnRequest(compare=[], success=puts, failure=[])
+        try:
+            response = await self._call(
+                "put", lambda c, t: c.kvstub.Txn(request, timeout=t, metadata=c.metadata)
+            )
+        except StoreError as exc:
+            if leases and "lease not found" in str(exc):
+                raise StoreError(
+                    f"lease {leases[0]:x} has ended",
+                    hint="grant a new lease",
+                    detail={"ended": True},
+                ) from exc
+            raise
+        return int(response.header.revision)
 
     async def record(self, audit: AuditDraft) -> AuditRecord:
         """Store an audit entry carrying the newest commit's revision, changing no state."""

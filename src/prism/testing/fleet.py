@@ -226,9 +226,11 @@ class LocalFleet:
         deadline = time.monotonic() + timeout
         rows: list[dict[str, Any]] = []
         while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                rows = self.api("GET", "/nodes").json()
-                if sum(1 for r in rows if r.get("state") == "live") >= count:
-                    return rows
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                reply = self.api("GET", "/nodes")
+                if reply.status_code == 200:
+                    rows = reply.json()
+                    if sum(1 for r in rows if r.get("state") == "live") >= count:
+                        return rows
             time.sleep(0.1)
         raise AssertionError(f"only these nodes are live after {timeout:g}s: {rows}")

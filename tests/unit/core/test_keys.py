@@ -60,3 +60,25 @@ def test_decode_state_with_a_cached_spec_drops_routing_of_unknown_colors() -> No
     state = decode_state([], [], [stale], 3, spec=spec)
     assert state.routing == {}
     assert state.routing_for(spec.app("shop")).active == "blue"
+
+
+def test_a_node_report_survives_its_json() -> None:
+    """A report is encoded every heartbeat and decoded by every control plane: losslessly."""
+    from prism.core.fleet import NodeReport
+    from prism.core.readings import Counters, ServerReading, SmokeReply
+
+    report = NodeReport(
+        node="lb-1",
+        address="127.0.0.2",
+        heartbeat=1.5,
+        synced=True,
+        applied=7,
+        mode="runtime",
+        staged=8,
+        servers=(ServerReading("shop.blue", "s1", "UP", "L7OK", 2, 1, "127.0.0.1:9", "lb-1"),),
+        counters={"shop.blue": Counters(10, 1, 3)},
+        in_use={"shop.blue/s1": 2},
+        smoke=(("shop", "green", SmokeReply(200, "ok", None, "lb-1")),),
+        haproxy={"running": True},
+    )
+    assert NodeReport.from_json(report.to_json()) == report
