@@ -441,7 +441,7 @@ class SlowServers(_Frozen):
     per ``recover_after_ms``. A color's only server is never lowered.
     """
 
-    enabled: bool = False
+    enabled: bool = Field(default=False, strict=True)
     factor: float = Field(default=3.0, ge=1.5, le=100.0, strict=True)
     min_slow_ms: int = Field(default=50, ge=1, le=600_000, strict=True)
     window_ms: DurationMs = Field(default=10_000, ge=1000, le=600_000)

@@ -99,6 +99,8 @@ class Applier:
         self.supervisor = supervisor
         self.runtime = runtime
         self.applied_revision = 0
+        #: the desired state HAProxy was last converged on (not a staged one)
+        self.applied_state: DesiredState | None = None
         self.last_error: str | None = None
         self._lock = asyncio.Lock()
         # The servers HAProxy is about to load; saved state of any other is dropped.
@@ -157,6 +159,7 @@ class Applier:
             self.last_error = None
             if report.mode != "staged":
                 self.applied_revision = state.revision
+                self.applied_state = state
             return ApplyReport(
                 report.revision,
                 report.mode,
