@@ -42,6 +42,7 @@ from prism.release.traffic import Traffic
 from prism.release.webhooks import WebhookSender
 from prism.serve.leader import Leadership
 from prism.services import (
+    DnsService,
     PinService,
     RegistrationService,
     ReleaseService,
@@ -160,6 +161,7 @@ async def _running(
         releases=ReleaseService(engine, status),
         status=status,
         registrations=registrations,
+        dns=DnsService(store, plane),
     )
     try:
         if isinstance(plane, LocalDataPlane):
