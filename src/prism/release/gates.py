@@ -56,7 +56,11 @@ def health_gate(servers: Iterable[ServerReading], backend: str, color: str) -> G
         )
     not_up = [s for s in rows if s.status != "UP"]
     if not_up:
-        listed = ", ".join(f"{s.where} is {s.status}" for s in not_up)
+        # a server back from a trip reads DOWN 1/3 ... with a passed check: say why it is down
+        listed = ", ".join(
+            f"{s.where} is {s.status}" + (f" (circuit breaker trips: {s.trips})" if s.trips else "")
+            for s in not_up
+        )
         return GateResult(
             "health",
             False,

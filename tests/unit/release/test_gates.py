@@ -61,6 +61,9 @@ def test_tripped_server_is_not_ready_even_while_up() -> None:
         assert not result.passed
         assert "circuit breaker tripped (s2 is " in result.message
         assert "Detected 5 consecutive errors" in result.message
+    recovering = ServerReading("shop.green", "s2", "DOWN 1/3", "L7OK", trips=2)
+    result = health_gate([recovering], "shop.green", "green")
+    assert "s2 is DOWN 1/3 (circuit breaker trips: 2)" in result.message
     running = ServerReading("shop.green", "s2", "DOWN", "* HANA")
     assert running.tripped
     assert ServerReading("shop.green", "s2", "UP", "L7OK", trips=4).ready
