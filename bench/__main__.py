@@ -29,6 +29,7 @@ BENCHMARKS = {
     "split": "bench.split",
     "scale": "bench.scale",
     "throughput": "bench.throughput",
+    "slowservers": "bench.slowservers",
 }
 
 INTRO = """\

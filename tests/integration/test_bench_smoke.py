@@ -24,6 +24,7 @@ SECTIONS = [
     "## 4. Split accuracy and stickiness",
     "## 5. Scale",
     "## 6. Control-plane throughput",
+    "## 7. Slow-server weights",
 ]
 
 
