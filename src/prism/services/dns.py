@@ -47,6 +47,4 @@ class DnsService:
 
     async def route53(self, app: str | None = None) -> dict[str, Any]:
         """The Route 53 change batch of those weights (apps with a record name only)."""
-        return route53_batch(
-            await self._weights(app), comment="health-weighted records from Prism"
-        )
+        return route53_batch(await self._weights(app), comment="health-weighted records from Prism")
