@@ -30,6 +30,7 @@ BENCHMARKS = {
     "scale": "bench.scale",
     "throughput": "bench.throughput",
     "fleet": "bench.fleet",
+    "slowservers": "bench.slowservers",
     "discovery": "bench.discovery",
 }
 

@@ -25,6 +25,7 @@ SECTIONS = [
     "## 5. Scale",
     "## 6. Control-plane throughput",
     "## 7. Fleet: N nodes in step",
+    "## 8. Slow-server weights",
     "## 9. Discovery: announcing a server to its first request",
 ]
 

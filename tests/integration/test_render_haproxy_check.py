@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from prism.core.model import parse_model
+from prism.core.model import RETRY_ON, parse_model
 from prism.core.state import DesiredState, Routing
 from prism.haproxy.render import RenderedFiles, RenderSettings, render
 from prism.node.paths import StatePaths
@@ -125,7 +125,49 @@ def extra_states() -> dict[str, dict[str, Any]]:
             "routing": {"a-1": routing({"green-2": 100}), "c": routing({"c30": 100})},
         },
         "rainbow_edge": rainbow_edge(),
+        "load_balancing": load_balancing(),
     }
+
+
+def load_balancing() -> dict[str, Any]:
+    """Every retry-on condition HAProxy 2.8 takes, warm-up, reuse modes and each breaker,
+    on declared servers and on DNS discovery slots."""
+    conditions = [c for c in RETRY_ON if c != "none"]
+    apps = []
+    breakers: list[tuple[str, str] | None] = [
+        ("layer7", "mark-down"),
+        ("layer7", "fail-check"),
+        ("layer4", "sudden-death"),
+        None,
+    ]
+    for n, (reuse, breaker) in enumerate(
+        zip(["never", "safe", "aggressive", "always"], breakers, strict=True)
+    ):
+        app: dict[str, Any] = {
+            "name": f"lb{n}",
+            "bind": f"127.0.0.1:{8300 + n}",
+            "stable": "blue",
+            "retry_on": conditions if n == 0 else ["none"] if n == 1 else [],
+            "slowstart_ms": "5s" if n % 2 == 0 else 0,
+            "http_reuse": reuse,
+            "slow_servers": {"enabled": True},
+            "dns": {"name": f"lb{n}.example.com"},
+            "colors": [
+                {"name": "blue", "servers": ["127.0.0.1:9301", "127.0.0.1:9302"]},
+                {
+                    "name": "green",
+                    "discovery": {
+                        "srv": "_http._tcp.green.shop.service.consul",
+                        "resolvers": ["127.0.0.1:8600"],
+                        "slots": 2,
+                    },
+                },
+            ],
+        }
+        if breaker is not None:
+            app["circuit"] = {"observe": breaker[0], "error_limit": 5, "on_error": breaker[1]}
+        apps.append(app)
+    return {"spec": {"apps": apps}}
 
 
 def rainbow_edge() -> dict[str, Any]:

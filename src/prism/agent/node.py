@@ -11,6 +11,8 @@ Lifecycle::
         on fleet/commit R    if R is what is staged: write map files, commit, read back
         on fleet/poll n      fresh readings (and the smoke requests asked for), answering n
         every heartbeat      report; every reconcile interval: repair drift
+    beside it all: the node's balancer (slow-server weights, circuit trips) on the
+    last applied state, auditing into the store with the node's name
 
 A watch that the store can no longer resume (history compacted) ends the
 session: the next one resyncs fully. The last applied desired state is kept in
@@ -89,23 +91,31 @@ class Agent:
         self._smoke: tuple[tuple[str, str, SmokeReply], ...] = ()
         self._lease: Lease | None = None
         self._publishing = asyncio.Lock()
+        plane.balancer.node = options.node
+        plane.balancer.audit = store.record
 
     # -- lifecycle -------------------------------------------------------
 
     async def run(self) -> None:
         """Serve until cancelled: HAProxy first, then the store, reconnecting forever."""
         await self.plane.start(self.applied or DesiredState())
+        balancing = asyncio.create_task(self.plane.balancer.run(lambda: self.applied))
         delay = _BACKOFF[0]
-        while True:
-            try:
-                await self._session()
-                delay = _BACKOFF[0]
-            except (StoreError, _Restart) as exc:
-                self._synced = False
-                level = logging.INFO if isinstance(exc, Compacted) else logging.WARNING
-                log.log(level, "agent %s: %s; reconnecting", self.options.node, exc)
-                await asyncio.sleep(0 if isinstance(exc, Compacted) else delay)
-                delay = min(delay * 2, _BACKOFF[1])
+        try:
+            while True:
+                try:
+                    await self._session()
+                    delay = _BACKOFF[0]
+                except (StoreError, _Restart) as exc:
+                    self._synced = False
+                    level = logging.INFO if isinstance(exc, Compacted) else logging.WARNING
+                    log.log(level, "agent %s: %s; reconnecting", self.options.node, exc)
+                    await asyncio.sleep(0 if isinstance(exc, Compacted) else delay)
+                    delay = min(delay * 2, _BACKOFF[1])
+        finally:
+            balancing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await balancing
 
     async def close(self) -> None:
         """End the lease now, so the fleet sees this node leave at once."""
@@ -275,7 +285,9 @@ class Agent:
         if self.plane.supervisor.running:
             try:
                 rows = await self.plane.runtime.show_stat()
-                servers = tuple(server_readings(rows, node=self.options.node))
+                servers = tuple(
+                    self.plane.balancer.annotate(server_readings(rows, node=self.options.node))
+                )
                 for backend in {r.proxy for r in rows if r.type == 1}:
                     counters[backend] = backend_counters(rows, backend)
                 for conn in await self.plane.runtime.show_servers_conn():

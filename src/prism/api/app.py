@@ -376,6 +376,20 @@ def create_app(services: Services, token: str) -> FastAPI:
         """Forget a lost node: releases stop waiting for it (it rejoins by starting again)."""
         return await _services(request).status.forget(_name(node, "node name"), actor=who)
 
+    @app.get(f"{v1}/dns-weights", tags=["apps"])
+    async def dns_weights(
+        request: Request,
+        app: Annotated[str | None, Query(max_length=64)] = None,
+        format: Literal["json", "route53"] = "json",
+    ) -> Any:
+        """Per app and node, the share of healthy servers of the colors carrying traffic
+        (0..100); ``format=route53``: a change batch of weighted records, one per node."""
+        services = _services(request)
+        name = None if app is None else _name(app, "app name")
+        if format == "route53":
+            return await services.dns.route53(name)
+        return await services.dns.weights(name)
+
     @app.get(f"{v1}/apps/{{app}}/history", tags=["apps"])
     async def app_history(
         request: Request, app: AppName, limit: Annotated[int, Query(ge=1, le=10_000)] = 50

@@ -13,6 +13,7 @@ import click
 from prism import __version__
 from prism.cli.common import Ctx, handles_errors, json_option, load_yaml_file, pass_ctx, path, run
 from prism.cli.daemons import agent, demo, serve
+from prism.cli.dns import dns_weights
 from prism.cli.nodes import nodes
 from prism.cli.output import (
     echo_json,
@@ -182,6 +183,7 @@ for command in (
     deregister,
     registrations,
     nodes,
+    dns_weights,
     serve,
     agent,
     demo,

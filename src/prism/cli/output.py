@@ -47,6 +47,26 @@ def _health(server: dict[str, Any]) -> str:
     return text + (f" ({', '.join(others)})" if others else "")
 
 
+def _balance(server: dict[str, Any]) -> str:
+    """`` weight 40% — slow: 730 ms vs 95 ms median``, a tripped breaker, a warm-up."""
+    nodes: dict[str, dict[str, Any]] = server.get("nodes") or {}
+    text = ""
+    weights = {n: r.get("weight", 100) for n, r in sorted(nodes.items())}
+    if nodes and len(set(weights.values())) > 1:
+        text += " weight " + ", ".join(f"{w}% on {n}" for n, w in weights.items() if w != 100)
+    elif server.get("weight", 100) != 100:
+        text += f" weight {server['weight']}%"
+    if server.get("slow"):
+        text += f" — {server['slow']}"
+    if server.get("circuit"):
+        text += f" — circuit tripped: {server['circuit']}"
+    if server.get("warming") is not None:
+        text += f" — warming up, {server['warming']}%"
+    if server.get("trips"):
+        text += f" ({server['trips']} circuit trips)"
+    return text
+
+
 def format_status(apps: list[dict[str, Any]]) -> str:
     if not apps:
         return "no apps yet: describe them in prism.yaml and run `prism apply -f prism.yaml`"
@@ -79,6 +99,7 @@ def format_status(apps: list[dict[str, Any]]) -> str:
             mark = "*" if color["active"] else " "
             servers = ", ".join(
                 f"{s['name']} {s['address']} {_health(s)}"
+                + _balance(s)
                 + (f" ({s['in_use']} in use)" if s["in_use"] else "")
                 + _registered(s)
                 for s in color["servers"]
@@ -197,6 +218,11 @@ def format_history(records: list[dict[str, Any]]) -> str:
                 + " -> "
                 + " ".join(f"{c}={w}" for c, w in sorted(detail["to_weights"].items()))
             )
+        elif "server" in detail and "to" in detail:
+            what = f"{detail.get('color', '')}/{detail['server']} weight {detail['from']}% -> "
+            what += f"{detail['to']}%"
+        elif "server" in detail and "trips" in detail:
+            what = f"{detail.get('color', '')}/{detail['server']} {detail['trips']} trip(s)"
         elif "from" in detail and "to" in detail:
             what = f"{detail['from']} -> {detail['to']}"
         elif "key" in detail and "rule" in detail:
@@ -207,6 +233,8 @@ def format_history(records: list[dict[str, Any]]) -> str:
             what = " ".join(
                 f"{k}: {', '.join(detail[k])}" for k in ("added", "removed", "changed") if detail[k]
             )
+        if detail.get("node") and what:
+            what += f" on {detail['node']}"
         step = detail.get("step")
         step = step.get("message", "") if isinstance(step, dict) else ""
         lines.append(

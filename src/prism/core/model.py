@@ -14,6 +14,11 @@ Shape::
         ├── stable                                 the color serving by default
         ├── check: HealthCheck                     how HAProxy checks servers
         ├── smoke: Smoke | None                    request sent before a cutover
+        ├── retries, retry_on, redispatch          when HAProxy tries a request again
+        ├── slowstart_ms, http_reuse               warm-up of a joining server; connection reuse
+        ├── circuit: Circuit | None                HAProxy's own breaker on every server
+        ├── slow_servers: SlowServers              lower a slow server's weight (off by default)
+        ├── dns: DnsExport | None                  the record of health-weighted DNS export
         └── colors: Color(name, version, servers: Server(name, host, port))
 
 Routing, registrations and the whole desired state are :mod:`prism.core.state`.
@@ -40,16 +45,20 @@ from prism import names
 from prism.errors import InvalidInput
 
 __all__ = [
+    "RETRY_ON",
     "SLOT_PREFIX",
     "App",
+    "Circuit",
     "Color",
     "Discovery",
+    "DnsExport",
     "DurationMs",
     "HealthCheck",
     "Listener",
     "Maintenance",
     "PinRule",
     "Server",
+    "SlowServers",
     "Smoke",
     "Spec",
     "Stickiness",
@@ -367,6 +376,96 @@ class Listener(_Frozen):
         return value
 
 
+#: the conditions HAProxy 2.8's ``retry-on`` accepts (its configuration manual, checked
+#: with ``haproxy -c`` of the 2.8.25 build: 400, 429 or 505 are refused as unknown keywords)
+RETRY_ON: tuple[str, ...] = (
+    "none",
+    "conn-failure",
+    "empty-response",
+    "junk-response",
+    "response-timeout",
+    "0rtt-rejected",
+    "all-retryable-errors",
+    "401",
+    "403",
+    "404",
+    "408",
+    "425",
+    "500",
+    "501",
+    "502",
+    "503",
+    "504",
+)
+
+
+def _retry_condition(value: object) -> str:
+    # YAML reads `503` as a number; HAProxy's word is the same either way
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or value not in RETRY_ON:
+        raise ValueError(f"unknown retry-on condition; HAProxy 2.8 accepts {', '.join(RETRY_ON)}")
+    return value
+
+
+RetryCondition = Annotated[str, BeforeValidator(_retry_condition)]
+
+
+class Circuit(_Frozen):
+    """HAProxy's own circuit breaker, rendered on every server of the app.
+
+    HAProxy watches the real traffic (``observe``: ``layer4`` connection
+    failures, or ``layer7`` also invalid responses and 5xx other than 501/505);
+    after ``error_limit`` consecutive errors ``on_error`` acts: ``mark-down``
+    takes the server out at once until its health checks pass ``rise`` times
+    again, ``fail-check`` counts one failed check, ``sudden-death`` leaves the
+    server one failed check from down. A tripped server is not ready in
+    release gates.
+    """
+
+    observe: Literal["layer4", "layer7"] = "layer7"
+    error_limit: int = Field(default=10, ge=1, le=1000, strict=True)
+    on_error: Literal["mark-down", "fail-check", "sudden-death"] = "mark-down"
+
+
+class SlowServers(_Frozen):
+    """Lower the weight of a server that answers much slower than the rest of its color.
+
+    Each HAProxy node's Prism reads every server's response time over the last
+    ``window_ms`` (from HAProxy's own moving average, with at least
+    ``min_requests`` responses: a quiet server is never judged). A server whose
+    mean is above ``factor`` x the median of its color's other servers, and
+    above ``min_slow_ms``, loses ``step`` points of weight (``set server
+    weight``), one step per window, down to ``floor`` percent; once it has
+    been fast again for ``recover_after_ms`` it gets ``step`` back, one step
+    per ``recover_after_ms``. A color's only server is never lowered.
+    """
+
+    enabled: bool = Field(default=False, strict=True)
+    factor: float = Field(default=3.0, ge=1.5, le=100.0, strict=True)
+    min_slow_ms: int = Field(default=50, ge=1, le=600_000, strict=True)
+    window_ms: DurationMs = Field(default=10_000, ge=1000, le=600_000)
+    min_requests: int = Field(default=20, ge=1, le=1_000_000, strict=True)
+    step: int = Field(default=30, ge=1, le=99, strict=True)
+    floor: int = Field(default=10, ge=1, le=99, strict=True)
+    recover_after_ms: DurationMs = Field(default=10_000, ge=1000, le=3_600_000)
+
+
+class DnsExport(_Frozen):
+    """The DNS record that health-weighted DNS export (``prism dns-weights``) writes for
+    the app: one weighted record per HAProxy node, pointing at that node."""
+
+    name: Hostname
+    ttl_ms: DurationMs = Field(default=60_000, ge=1000, le=86_400_000)
+
+    @field_validator("ttl_ms")
+    @classmethod
+    def _whole_seconds(cls, value: int) -> int:
+        if value % 1000:
+            raise ValueError("a DNS TTL is a whole number of seconds")
+        return value
+
+
 class App(_Frozen):
     """One service behind one listener, with its colors."""
 
@@ -378,7 +477,16 @@ class App(_Frozen):
     check: HealthCheck = HealthCheck()
     smoke: Smoke | None = None
     retries: int = Field(default=3, ge=0, le=10, strict=True)
+    #: HAProxy's `retry-on`: empty keeps its default (conn-failure)
+    retry_on: tuple[RetryCondition, ...] = Field(default=(), max_length=len(RETRY_ON))
     redispatch: bool = True
+    #: a server that comes up (from the spec, `server add`, discovery) ramps up over this
+    slowstart_ms: DurationMs = Field(default=0, ge=0, le=3_600_000)
+    #: HAProxy's `http-reuse`; None keeps its default (safe)
+    http_reuse: Literal["never", "safe", "aggressive", "always"] | None = None
+    circuit: Circuit | None = None
+    slow_servers: SlowServers = SlowServers()
+    dns: DnsExport | None = None
     drain_timeout_ms: DurationMs = Field(default=30_000, ge=0, le=3_600_000)
     stickiness: Stickiness = Stickiness()
     pins: tuple[PinRule, ...] = ()
@@ -409,6 +517,12 @@ class App(_Frozen):
             raise ValueError(
                 f"app {self.name!r}: stable color {self.stable!r} is not one of {color_names}"
             )
+        if len(set(self.retry_on)) != len(self.retry_on):
+            raise ValueError(f"app {self.name!r}: duplicate retry_on conditions")
+        if "none" in self.retry_on and len(self.retry_on) > 1:
+            raise ValueError(f"app {self.name!r}: retry_on 'none' must stand alone")
+        if self.retry_on and self.retry_on != ("none",) and self.retries == 0:
+            raise ValueError(f"app {self.name!r}: retry_on needs retries of 1 or more")
         rules = [r.name for r in self.pins]
         if len(set(rules)) != len(rules):
             raise ValueError(f"app {self.name!r}: duplicate pin rule names")

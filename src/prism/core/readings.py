@@ -6,8 +6,11 @@ node's report. Gates and analysis judge them; nothing here talks to HAProxy.
 
 A server is **ready** for traffic only when its status is exactly ``UP``
 (``UP 1/2`` is still short of its rise count) *and* a health check has run and
-passed: HAProxy reports a never-checked server as ``UP`` too. This module holds
-the one definition of "a passed check" (:func:`check_passed`).
+passed: HAProxy reports a never-checked server as ``UP`` too. A server whose
+circuit breaker tripped (HAProxy's ``observe`` saw ``error-limit`` consecutive
+errors: its last check reads ``HANA``) is not ready either, whatever its
+status. This module holds the one definition of "a passed check"
+(:func:`check_passed`) and of "ready" (:attr:`ServerReading.ready`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from prism.errors import InvalidInput
 
 __all__ = [
     "PASSED_CHECKS",
+    "TRIPPED_CHECK",
     "Counters",
     "ServerReading",
     "SmokeReply",
@@ -28,6 +32,9 @@ __all__ = [
 
 #: Last-check results that mean a check really ran and passed.
 PASSED_CHECKS = frozenset({"L4OK", "L6OK", "L7OK"})
+#: The last-check result HAProxy sets when its health analysis of real traffic
+#: (``observe``) acted on a server: the circuit breaker tripped.
+TRIPPED_CHECK = "HANA"
 
 _COUNTER_FIELDS = ("requests", "errors_5xx", "mean_response_ms")
 
@@ -53,6 +60,14 @@ class ServerReading:
     ``MAINT``, ``DRAIN`` ...); ``in_use`` counts connections being served (idle
     pooled ones excluded). ``node`` names the HAProxy in fleet mode ("" on a
     single node).
+
+    ``weight`` is HAProxy's effective weight, ``user_weight`` the one set in
+    the config or by ``set server weight`` (Prism gives every server 100, so it
+    reads as a percentage); ``warming`` the share a server coming up has reached
+    of its ``slowstart`` ramp (None when not ramping). ``trips`` counts the
+    circuit breaker's actions on it (``hanafail``), ``circuit`` says why it last
+    tripped while it is tripped. ``slow`` is the reason this node's Prism
+    lowered its weight (empty while it has its full weight).
     """
 
     backend: str
@@ -63,10 +78,21 @@ class ServerReading:
     weight: int = 1
     address: str = ""
     node: str = ""
+    user_weight: int = 100
+    warming: int | None = None
+    trips: int = 0
+    circuit: str = ""
+    slow: str = ""
 
     @property
     def checked_ok(self) -> bool:
         return check_passed(self.check_status)
+
+    @property
+    def tripped(self) -> bool:
+        """HAProxy's circuit breaker acted on this server and no health check has passed
+        since (``HANA``, or ``* HANA`` while the next check runs)."""
+        return self.check_status.removeprefix("* ").strip() == TRIPPED_CHECK
 
     @property
     def absent(self) -> bool:
@@ -76,8 +102,8 @@ class ServerReading:
 
     @property
     def ready(self) -> bool:
-        """Exactly ``UP`` with a passed check: safe to send traffic to."""
-        return self.status == "UP" and self.checked_ok
+        """Exactly ``UP`` with a passed check and no tripped circuit: safe to send traffic to."""
+        return self.status == "UP" and self.checked_ok and not self.tripped
 
     @property
     def where(self) -> str:

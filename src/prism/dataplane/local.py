@@ -4,7 +4,9 @@
 client, applier) and answers the :class:`~prism.dataplane.base.DataPlane`
 questions from them directly: no watch hop, no agent, so the embedded
 single-node mode stays as fast as one HAProxy allows. The fleet's agents
-(:mod:`prism.agent`) drive each node's HAProxy with the same applier.
+(:mod:`prism.agent`) drive each node's HAProxy with the same applier, and run
+the same balancer (:mod:`prism.node.balancer`: slow-server weights, circuit
+trips), whose reasons this plane's readings carry.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from prism.clock import SystemClock
 from prism.core.model import App, Spec, split_bind
 from prism.core.readings import Counters, ServerReading, SmokeReply
 from prism.core.state import DesiredState
@@ -28,6 +31,7 @@ from prism.haproxy.runtime import RuntimeClient, UnixSocketTransport
 from prism.haproxy.supervisor import Supervisor
 from prism.node.admission import check_fd_budget, check_ports_free, fd_limit
 from prism.node.applier import Applier
+from prism.node.balancer import Balancer
 from prism.node.paths import StatePaths
 
 __all__ = ["LocalDataPlane", "smoke_request"]
@@ -69,6 +73,7 @@ class LocalDataPlane:
         supervisor: Supervisor,
         runtime: RuntimeClient,
         applier: Applier,
+        balancer: Balancer | None = None,
     ) -> None:
         self.paths = paths
         self.settings = settings
@@ -76,14 +81,15 @@ class LocalDataPlane:
         self.supervisor = supervisor
         self.runtime = runtime
         self.applier = applier
+        self.balancer = balancer or Balancer(runtime, paths.weights, SystemClock())
 
     @classmethod
     def for_node(
         cls, paths: StatePaths, settings: RenderSettings, binary: HAProxyBinary
     ) -> LocalDataPlane:
         """The pieces of one node wired together: its HAProxy's Runtime API client, the
-        supervisor (which saves server state through the applier before each reload)
-        and the applier."""
+        supervisor (which saves server state through the applier before each reload),
+        the applier and the balancer."""
         runtime = RuntimeClient(UnixSocketTransport(str(paths.admin_socket)))
         applier: Applier | None = None
 
@@ -138,7 +144,7 @@ class LocalDataPlane:
                 "HAProxy is not running, so its servers cannot be read",
                 hint="the supervisor restarts it; see the HAProxy log in the state directory",
             )
-        return server_readings(await self.runtime.show_stat(*backends))
+        return self.balancer.annotate(server_readings(await self.runtime.show_stat(*backends)))
 
     async def counters(self, backends: Sequence[str]) -> dict[str, Counters]:
         rows = await self.runtime.show_stat(*backends)

@@ -8,14 +8,16 @@ Routes (any other path behaves like ``/``):
 
     GET|HEAD /anything   200 {"color", "version", "server", "path"} as JSON
     GET|HEAD /healthz    200 "ok", or 503 "unhealthy" after POST /_health {"ok": false}
-    GET|POST|DELETE /_fault   show / set / clear a fault: {"status", "delay_ms", "ratio"}
+    GET|POST|DELETE /_fault   show / set / clear a fault: {"status", "delay_ms", "ratio", "reset"}
     GET|POST /_health    show / set the health switch: {"ok": true|false}
     GET|HEAD /_stats     {"served": N}: ordinary requests answered so far
 
 Every response carries ``X-Backend-Color``, ``X-Backend-Version`` and
 ``X-Backend-Server``. A fault applies to a request with probability ``ratio``;
 such a request waits ``delay_ms`` and then answers ``status`` (or the normal 200
-when ``status`` is null). Faults never touch ``/healthz`` or the control routes.
+when ``status`` is null), or with ``reset`` gets no answer at all: its
+connection is reset (a TCP RST). Faults never touch ``/healthz`` or the
+control routes.
 
 The server is an ``asyncio.Protocol`` that answers from ``data_received`` without
 creating a task per request: this keeps one process at well over 10,000
@@ -31,6 +33,8 @@ import logging
 import random
 import re
 import signal
+import socket
+import struct
 import sys
 from dataclasses import asdict, dataclass
 from http import HTTPStatus
@@ -58,12 +62,14 @@ class Fault:
     """A fault applied to ordinary requests: answer ``status`` after ``delay_ms``.
 
     ``ratio`` is the probability that one request is affected at all.
-    ``status`` None means "delay only, then answer normally".
+    ``status`` None means "delay only, then answer normally"; ``reset`` means
+    "answer nothing and reset the connection" (after the delay).
     """
 
     status: int | None = 500
     delay_ms: int = 0
     ratio: float = 1.0
+    reset: bool = False
 
     @classmethod
     def from_json(cls, raw: bytes) -> Fault:
@@ -74,12 +80,13 @@ class Fault:
             raise ValueError(f"body is not JSON: {exc}") from exc
         if not isinstance(doc, dict):
             raise ValueError("body must be a JSON object")
-        unknown = set(doc) - {"status", "delay_ms", "ratio"}
+        unknown = set(doc) - {"status", "delay_ms", "ratio", "reset"}
         if unknown:
             raise ValueError(f"unknown fields: {sorted(unknown)}")
         status = doc.get("status", 500)
         delay = doc.get("delay_ms", 0)
         ratio = doc.get("ratio", 1.0)
+        reset = doc.get("reset", False)
         if status is not None and (
             isinstance(status, bool) or not isinstance(status, int) or not 200 <= status <= 599
         ):
@@ -88,9 +95,13 @@ class Fault:
             raise ValueError("delay_ms must be an integer 0..600000")
         if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 <= ratio <= 1:
             raise ValueError("ratio must be a number 0..1")
-        return cls(status=status, delay_ms=delay, ratio=float(ratio))
+        if not isinstance(reset, bool):
+            raise ValueError("reset must be true or false")
+        return cls(status=status, delay_ms=delay, ratio=float(ratio), reset=reset)
 
 
+#: the "response" of a request whose connection is to be reset instead of answered
+RESET = b""
 _JSON = b"application/json"
 _TEXT = b"text/plain; charset=utf-8"
 _CLOSE = b"Connection: close\r\n"
@@ -147,7 +158,8 @@ class BackendApp:
         return self._encode(400, f"bad request: {why}\n".encode(), _CLOSE)
 
     def handle(self, method: str, target: str, body: bytes, conn: bytes) -> tuple[bytes, float]:
-        """Answer one request: return the encoded response and a delay in seconds."""
+        """Answer one request: return the encoded response (:data:`RESET`: reset the
+        connection instead) and a delay in seconds."""
         self.requests += 1
         path = target.split("?", 1)[0]
         head = method == "HEAD"
@@ -159,6 +171,8 @@ class BackendApp:
         fault = self.fault
         if fault is not None and (fault.ratio >= 1.0 or random.random() < fault.ratio):
             delay = fault.delay_ms / 1000.0
+            if fault.reset:
+                return RESET, delay
             if fault.status is not None:
                 doc = self._identity(path) | {"fault": True}
                 return self._encode(fault.status, doc, conn, head), delay
@@ -260,6 +274,16 @@ class _Connection(asyncio.Protocol):
         if self._transport is not None:
             self._transport.close()
 
+    def _reset(self) -> None:
+        """Drop the connection with a TCP RST (SO_LINGER 0), as a crashing server would."""
+        self._closing = True
+        if self._transport is None:
+            return
+        sock = self._transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self._transport.abort()
+
     def _reject(self, why: str) -> None:
         assert self._transport is not None
         self._transport.write(self._app.bad_request(why))
@@ -289,6 +313,9 @@ class _Connection(asyncio.Protocol):
             conn = b"" if keep is None else (_KEEP if keep else _CLOSE)
             response, delay = self._app.handle(method, target, body, conn)
             close = keep is False
+            if response is RESET and delay <= 0:
+                self._reset()
+                return
             if delay > 0:
                 loop = asyncio.get_running_loop()
                 self._delayed = loop.call_later(delay, self._send_delayed, response, close)
@@ -301,6 +328,9 @@ class _Connection(asyncio.Protocol):
     def _send_delayed(self, response: bytes, close: bool) -> None:
         self._delayed = None
         if self._transport is None:
+            return
+        if response is RESET:
+            self._reset()
             return
         self._transport.write(response)
         if close:

@@ -31,6 +31,7 @@ __all__ = [
     "SERVER_NAME",
     "AdminState",
     "Command",
+    "ServerTuning",
     "add_map",
     "add_map_payload",
     "add_map_payloads",
@@ -63,6 +64,8 @@ PAYLOAD_LIMIT = 8192
 MAP_VALUE = MAP_KEY
 
 AdminState = Literal["ready", "drain", "maint"]
+Observe = Literal["layer4", "layer7"]
+OnError = Literal["mark-down", "fail-check", "sudden-death"]
 _SERVER_STATES: frozenset[str] = frozenset({"ready", "drain", "maint"})
 _DOTTED_NUMBERS = re.compile(r"[0-9.]+", re.ASCII)
 _MAX_VERSION = 2**32 - 1  # map versions are unsigned 32-bit counters
@@ -107,6 +110,46 @@ def _int(value: object, what: str, low: int, high: int) -> int:
             hint=f"a {what} must be an integer from {low} to {high}",
         )
     return value
+
+
+@dataclass(frozen=True, slots=True)
+class ServerTuning:
+    """What a server carries besides its address and check timings: the same words on
+    its config line and on ``add server`` (HAProxy 2.8 accepts each one at runtime,
+    unlike ``default-server``, which a dynamic server never inherits).
+
+    ``weight`` (0..256; Prism gives every server 100, so a weight reads as a
+    percentage), ``slowstart`` (0: off), and the circuit breaker: ``observe``
+    (None: off), ``error-limit``, ``on-error``.
+    """
+
+    weight: int = 100
+    slowstart_ms: int = 0
+    observe: Observe | None = None
+    error_limit: int = 10
+    on_error: OnError = "mark-down"
+
+    def words(self) -> str:
+        """The keywords, each checked; `` weight 100 slowstart 5000ms observe layer7 ...``."""
+        text = f" weight {_int(self.weight, 'server weight', 0, 256)}"
+        if _int(self.slowstart_ms, "slowstart (ms)", 0, 3_600_000):
+            text += f" slowstart {self.slowstart_ms}ms"
+        if self.observe is not None:
+            if self.observe not in ("layer4", "layer7"):
+                raise UnsafeArgument(
+                    f"unsafe observe mode: {_shown(self.observe)}", hint="layer4 or layer7"
+                )
+            if self.on_error not in ("mark-down", "fail-check", "sudden-death"):
+                raise UnsafeArgument(
+                    f"unsafe on-error action: {_shown(self.on_error)}",
+                    hint="mark-down, fail-check or sudden-death",
+                )
+            text += (
+                f" observe {self.observe}"
+                f" error-limit {_int(self.error_limit, 'error limit', 1, 1000)}"
+                f" on-error {self.on_error}"
+            )
+        return text
 
 
 def _path(path: object) -> str:
@@ -271,12 +314,16 @@ def add_server(
     rise: int = 2,
     fall: int = 3,
     weight: int | None = None,
+    tuning: ServerTuning | None = None,
 ) -> Command:
-    """``add server <backend>/<server> <address>:<port> [check inter .. rise .. fall ..]``.
+    """``add server <backend>/<server> <address>:<port> [check inter .. rise .. fall ..]``
+    followed by ``tuning``'s words (weight, slowstart, circuit breaker).
 
     A dynamic server inherits nothing from ``default-server``, so the check and
     its timings are spelled out here. It starts in maintenance (MAINT).
     """
+    if weight is not None and tuning is not None:
+        raise UnsafeArgument("give the weight of a tuned server in its tuning")
     # HAProxy wants <address>:<port> as one word; a separate port is an "unknown keyword"
     endpoint = f"{_address(address)}:{_int(port, 'port', 1, 65535)}"
     text = f"add server {_server_ref(backend, server)} {endpoint}"
@@ -288,6 +335,8 @@ def add_server(
         )
     if weight is not None:
         text += f" weight {_int(weight, 'server weight', 0, 256)}"
+    if tuning is not None:
+        text += tuning.words()
     return Command(text)
 
 

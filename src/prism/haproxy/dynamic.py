@@ -142,13 +142,19 @@ async def add_server(
     clock: Clock,
     timeout: float | None = None,  # noqa: ASYNC109 - bounds the health wait, driven by clock
     poll: float = 0.05,
+    tuning: cmd.ServerTuning | None = None,
 ) -> ServerOutcome:
     """Add ``server`` to ``backend`` and let it take traffic only once its checks pass.
 
     The health check itself (HTTP path, expected status) is the backend's;
     ``check`` gives its interval, ``rise`` and ``fall``, which a dynamic server
-    does not inherit. ``timeout`` (default :func:`default_add_timeout`) bounds
+    does not inherit, nor its weight, ``slowstart`` or circuit breaker
+    (``tuning``). ``timeout`` (default :func:`default_add_timeout`) bounds
     the wait for the checks.
+
+    With ``slowstart``, HAProxy starts the ramp when the first check passes,
+    which is while the server is still in DRAIN: the gate's wait for ``rise``
+    checks is taken from the ramp, and the server enters at that share.
 
     A server of that name already at that address is left as it is
     (``action="unchanged"``, whatever its status); at another address, it is a
@@ -168,6 +174,7 @@ async def add_server(
         inter_ms=check.inter_ms,
         rise=check.rise,
         fall=check.fall,
+        tuning=tuning,
     )
     cmd.set_server_state(backend, server.name, "maint")
     cmd.del_server(backend, server.name)

@@ -20,6 +20,7 @@ its ``BACKEND`` row (HAProxy 2.8):
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
 from prism.core.readings import Counters, ServerReading
 from prism.errors import Drift, RuntimeAPIError
@@ -33,9 +34,18 @@ _RESPONSE_COLUMNS = ("hrsp_1xx", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx",
 
 
 def server_readings(rows: Iterable[StatRow], *, node: str = "") -> list[ServerReading]:
-    """Every server row of ``show stat``, in order (FRONTEND and BACKEND rows left out)."""
-    return [
-        ServerReading(
+    """Every server row of ``show stat``, in order (FRONTEND and BACKEND rows left out).
+
+    Besides status and check: ``uweight`` (the weight set by config or ``set server
+    weight``), ``throttle`` (the slowstart ramp's share, empty when not ramping),
+    ``hanafail`` (the circuit breaker's actions) and, while the breaker holds a
+    server (check status ``HANA``), ``last_chk``'s words on why.
+    """
+    readings = []
+    for row in rows:
+        if row.type != _SERVER_ROW:
+            continue
+        reading = ServerReading(
             backend=row.proxy,
             server=row.server,
             status=row.status,
@@ -44,10 +54,15 @@ def server_readings(rows: Iterable[StatRow], *, node: str = "") -> list[ServerRe
             weight=row.weight,
             address=row.addr,
             node=node,
+            user_weight=_column(row, "uweight") if row.raw.get("uweight") else row.weight,
+            warming=_column(row, "throttle") if row.raw.get("throttle") else None,
+            trips=_column(row, "hanafail"),
         )
-        for row in rows
-        if row.type == _SERVER_ROW
-    ]
+        if reading.tripped:
+            why = row.raw.get("last_chk", "").strip().strip('"')
+            reading = replace(reading, circuit=(why or "error limit reached")[:160])
+        readings.append(reading)
+    return readings
 
 
 def _column(row: StatRow, name: str) -> int:

@@ -21,9 +21,13 @@ Files beside the config, all read by HAProxy when it loads the config::
 
 How a frontend routes (smoke, pins, buckets, weights, fallback, maintenance)
 is :mod:`prism.haproxy.rules`. Backends keep ``balance roundrobin`` and carry
-every check setting on each ``server`` line: a server added at runtime
-inherits nothing from ``default-server``, so the line must stand alone
-(:func:`server_args` gives the same text for ``add server``).
+every check setting, the weight (100, so a weight reads as a percentage),
+``slowstart`` and the circuit breaker on each ``server`` line: a server added
+at runtime inherits nothing from ``default-server``, so the line must stand
+alone (:func:`server_args` gives the same text for ``add server``, which
+accepts every one of these keywords in HAProxy 2.8). The backend's own
+settings (``retries``, ``retry-on``, ``option redispatch``, ``http-reuse``)
+apply to dynamic servers as to any other.
 
 Every name and value written here comes from the validated model; each one is
 checked again so that nothing can break out of its token. The maintenance
@@ -52,6 +56,7 @@ from prism.core.model import (
 )
 from prism.core.state import DesiredState
 from prism.errors import InvalidInput
+from prism.haproxy.commands import ServerTuning
 from prism.haproxy.layout import HAProxyFiles
 from prism.haproxy.rules import (
     app_rules,
@@ -80,6 +85,7 @@ __all__ = [
     "render_config",
     "render_map",
     "server_args",
+    "server_tuning",
 ]
 
 _SMOKE_KEY = re.compile(r"[A-Za-z0-9]{16,64}", re.ASCII)
@@ -236,20 +242,35 @@ def _map_token(value: object, what: str) -> str:
     return value
 
 
-def server_args(check: HealthCheck, server: Server) -> str:
+def server_tuning(app: App) -> ServerTuning:
+    """The weight, warm-up and circuit breaker every server of ``app`` carries."""
+    circuit = app.circuit
+    if circuit is None:
+        return ServerTuning(slowstart_ms=app.slowstart_ms)
+    return ServerTuning(
+        slowstart_ms=app.slowstart_ms,
+        observe=circuit.observe,
+        error_limit=circuit.error_limit,
+        on_error=circuit.on_error,
+    )
+
+
+def server_args(check: HealthCheck, server: Server, tuning: ServerTuning | None = None) -> str:
     """What follows the server's name on its config line and on ``add server``.
 
-    ``<host>:<port> check inter <ms>ms rise <n> fall <n>``: complete on its own,
-    since a server added at runtime inherits nothing from ``default-server``.
+    ``<host>:<port> check inter <ms>ms rise <n> fall <n>`` and the tuning's
+    words (:meth:`~prism.haproxy.commands.ServerTuning.words`): complete on its
+    own, since a server added at runtime inherits nothing from ``default-server``.
     """
     host = check_word(server.host, "server host")
     port = server.port
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise InvalidInput(f"refusing to render server port {port!r}")
-    return (
-        f"{host}:{port} check inter {_int(check.inter_ms)}ms"
-        f" rise {_int(check.rise)} fall {_int(check.fall)}"
-    )
+    return f"{host}:{port} {_check_words(check)}" + (tuning.words() if tuning else "")
+
+
+def _check_words(check: HealthCheck) -> str:
+    return f"check inter {_int(check.inter_ms)}ms rise {_int(check.rise)} fall {_int(check.fall)}"
 
 
 def render(state: DesiredState, paths: HAProxyFiles, settings: RenderSettings) -> RenderedFiles:
@@ -476,6 +497,7 @@ def _listener_frontend(
 
 def _backend(app: App, color: Color) -> list[str]:
     check = app.check
+    tuning = server_tuning(app).words()
     name = check_word(color.name, "color")
     lines = [
         f"backend {check_word(backend_name(app.name, name), 'backend')}",
@@ -485,15 +507,19 @@ def _backend(app: App, color: Color) -> list[str]:
         f"    http-check send meth GET uri {check_word(check.path, 'check path')}",
         f"    http-check expect status {_int(check.expect_status)}",
         # The same settings as on every server line. Servers don't need it
-        # (each line stands alone), but it keeps check settings in the
-        # server-less config, so changing them is a reload, not a re-add of
-        # every server.
-        f"    default-server check inter {_int(check.inter_ms)}ms"
-        f" rise {_int(check.rise)} fall {_int(check.fall)}",
+        # (each line stands alone), but it keeps check settings, weight, warm-up
+        # and circuit breaker in the server-less config, so changing them is a
+        # reload, not a re-add of every server.
+        f"    default-server {_check_words(check)}{tuning}",
         f"    retries {_int(app.retries)}",
     ]
+    if app.retry_on:
+        words = " ".join(check_word(c, "retry-on condition") for c in app.retry_on)
+        lines.append(f"    retry-on {words}")
     if app.redispatch:
         lines.append("    option redispatch")
+    if app.http_reuse is not None:
+        lines.append(f"    http-reuse {check_word(app.http_reuse, 'http-reuse mode')}")
     lines += [
         # The smoke secret stops here: servers never see it.
         "    http-request del-header x-prism-smoke-key",
@@ -506,10 +532,11 @@ def _backend(app: App, color: Color) -> list[str]:
             f"    server-template {SLOT_PREFIX} {_int(color.discovery.slots)}"
             f" {check_word(color.discovery.srv, 'SRV record')}"
             f" resolvers {resolvers_name(app.name, color.name)} init-addr last,none"
-            f" check inter {_int(check.inter_ms)}ms rise {_int(check.rise)} fall {_int(check.fall)}"
+            f" {_check_words(check)}{tuning}"
         )
     for server in sorted(color.servers, key=lambda s: s.name):
-        lines.append(f"    server {check_word(server.name, 'server')} {server_args(check, server)}")
+        args = server_args(check, server, server_tuning(app))
+        lines.append(f"    server {check_word(server.name, 'server')} {args}")
     return lines
 
 

@@ -236,6 +236,7 @@ class RuntimeClient:
         rise: int = 2,
         fall: int = 3,
         weight: int | None = None,
+        tuning: cmd.ServerTuning | None = None,
     ) -> None:
         """Add a dynamic server; it starts in MAINT with its checks not yet running.
 
@@ -254,6 +255,7 @@ class RuntimeClient:
                 rise=rise,
                 fall=fall,
                 weight=weight,
+                tuning=tuning,
             )
         )
 

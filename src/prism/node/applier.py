@@ -53,7 +53,13 @@ from prism.haproxy.changes import (
     without_servers,
 )
 from prism.haproxy.dynamic import add_server, remove_server
-from prism.haproxy.render import RenderedFiles, RenderMemo, RenderSettings, render
+from prism.haproxy.render import (
+    RenderedFiles,
+    RenderMemo,
+    RenderSettings,
+    render,
+    server_tuning,
+)
 from prism.haproxy.runtime import RuntimeClient
 from prism.haproxy.server_state import desired_addresses, filter_server_state
 from prism.haproxy.supervisor import Supervisor
@@ -93,6 +99,8 @@ class Applier:
         self.supervisor = supervisor
         self.runtime = runtime
         self.applied_revision = 0
+        #: the desired state HAProxy was last converged on (not a staged one)
+        self.applied_state: DesiredState | None = None
         self.last_error: str | None = None
         self._lock = asyncio.Lock()
         # The servers HAProxy is about to load; saved state of any other is dropped.
@@ -151,6 +159,7 @@ class Applier:
             self.last_error = None
             if report.mode != "staged":
                 self.applied_revision = state.revision
+                self.applied_state = state
             return ApplyReport(
                 report.revision,
                 report.mode,
@@ -375,7 +384,9 @@ class Applier:
         return operations
 
     async def _add(self, app: App, backend: str, server: Server) -> str:
-        await add_server(self.runtime, backend, server, app.check, clock=self.clock)
+        await add_server(
+            self.runtime, backend, server, app.check, clock=self.clock, tuning=server_tuning(app)
+        )
         return f"add server {backend}/{server.name} {server.address}"
 
     async def _verify(self, files: RenderedFiles, names: Iterable[str]) -> None:

@@ -36,6 +36,11 @@ class StatePaths(HAProxyFiles):
         return self.root / "token"
 
     @property
+    def weights(self) -> Path:
+        """The weights this node's Prism lowered (slow servers), kept across restarts."""
+        return self.root / "weights.json"
+
+    @property
     def server_info(self) -> Path:
         """Written by ``prism serve``: the URL it listens on, for the CLI to find."""
         return self.root / "server.json"

@@ -3,7 +3,9 @@
 A gate takes parsed read-outs and returns a :class:`GateResult`; it never
 talks to HAProxy itself. The health gate is exact on purpose: a server is
 ready only when its status is exactly ``UP``. ``UP 1/2`` is still short of its
-rise count, and accepting it once switched traffic to a dead version.
+rise count, and accepting it once switched traffic to a dead version. A server
+whose circuit breaker tripped is not ready either, even while HAProxy still
+shows it ``UP`` (``fail-check`` and ``sudden-death`` do not take it down at once).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ class GateResult:
 def health_gate(servers: Iterable[ServerReading], backend: str, color: str) -> GateResult:
     """Pass only if the backend has at least one server and every one is exactly ``UP``
     with a health check that really ran and passed (HAProxy reports a server it has
-    not checked yet as ``UP`` too), on every node that reports it."""
+    not checked yet as ``UP`` too) and no tripped circuit, on every node that reports it."""
     rows = [s for s in servers if s.backend == backend and not s.absent]
     readings = {
         "servers": {s.where: s.status for s in rows},
@@ -43,9 +45,22 @@ def health_gate(servers: Iterable[ServerReading], backend: str, color: str) -> G
             f"color {color!r} has no servers: add servers before releasing to it",
             readings,
         )
+    tripped = [s for s in rows if s.tripped]
+    if tripped:
+        listed = ", ".join(f"{s.where} is {s.status}: {s.circuit or 'tripped'}" for s in tripped)
+        return GateResult(
+            "health",
+            False,
+            f"color {color!r} is not ready: circuit breaker tripped ({listed})",
+            readings,
+        )
     not_up = [s for s in rows if s.status != "UP"]
     if not_up:
-        listed = ", ".join(f"{s.where} is {s.status}" for s in not_up)
+        # a server back from a trip reads DOWN 1/3 ... with a passed check: say why it is down
+        listed = ", ".join(
+            f"{s.where} is {s.status}" + (f" (circuit breaker trips: {s.trips})" if s.trips else "")
+            for s in not_up
+        )
         return GateResult(
             "health",
             False,

@@ -7,7 +7,9 @@ engine with its webhook sender, and the use-case services the API calls.
 * **Embedded** (the default): the store is one SQLite file and the data plane
   is this node's supervised HAProxy (:class:`~prism.dataplane.local.LocalDataPlane`).
   HAProxy is started (or adopted), converged on desired state, and kept so by
-  a reconciler that repairs drift; the engine drives every release.
+  a reconciler that repairs drift; the node's balancer (slow-server weights,
+  circuit trips) runs beside it and audits into the store; the engine drives
+  every release.
 * **Fleet** (``--store etcd://...``): the store is etcd and the data plane is
   every node's agent (:class:`~prism.dataplane.fleet.FleetDataPlane`). Any
   number of control planes serve the API; the one holding the leader lease
@@ -40,6 +42,7 @@ from prism.release.traffic import Traffic
 from prism.release.webhooks import WebhookSender
 from prism.serve.leader import Leadership
 from prism.services import (
+    DnsService,
     PinService,
     RegistrationService,
     ReleaseService,
@@ -158,6 +161,7 @@ async def _running(
         releases=ReleaseService(engine, status),
         status=status,
         registrations=registrations,
+        dns=DnsService(store, plane),
     )
     try:
         if isinstance(plane, LocalDataPlane):
@@ -168,6 +172,10 @@ async def _running(
                 asyncio.create_task(_reconcile_forever(store, plane, options.reconcile_interval))
             )
             background.append(asyncio.create_task(registrations.follow_expiries(converge=True)))
+            balancer = plane.balancer
+            balancer.audit = store.record
+            applier = plane.applier
+            background.append(asyncio.create_task(balancer.run(lambda: applier.applied_state)))
         elif isinstance(plane, FleetDataPlane) and leadership is not None:
             await plane.start()
             background.append(asyncio.create_task(leadership.run()))

@@ -6,7 +6,8 @@
 * :mod:`.servers` — add and remove servers at runtime;
 * :mod:`.registrations` — servers registering themselves for a TTL;
 * :mod:`.releases` — start and steer releases (the engine drives them);
-* :mod:`.status` — app status, node health, the audit log.
+* :mod:`.status` — app status, node health, the audit log;
+* :mod:`.dns` — health-weighted DNS weights per node, and their Route 53 batch.
 
 Every change goes through :class:`prism.dataplane.change.Changes` (persist,
 converge, revert if refused); nothing here knows whether the data plane is
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from prism.services.dns import DnsService
 from prism.services.pins import PinService
 from prism.services.registrations import RegistrationService
 from prism.services.releases import ReleaseService
@@ -29,6 +31,7 @@ from prism.services.spec import SpecService
 from prism.services.status import StatusService
 
 __all__ = [
+    "DnsService",
     "PinService",
     "RegistrationService",
     "ReleaseService",
@@ -51,3 +54,4 @@ class Services:
     releases: ReleaseService
     status: StatusService
     registrations: RegistrationService
+    dns: DnsService

@@ -22,10 +22,14 @@ __all__ = ["StatusService", "server_status"]
 def server_status(readings: list[ServerReading]) -> dict[str, Any]:
     """One server's health from the readings of every node that has it.
 
-    On one node: its exact status, last check and connections in use. In a
+    On one node: its exact status, last check, connections in use, weight
+    (percent), and why it is not whole if it is not: ``slow`` (the reason Prism
+    lowered its weight), ``circuit`` (why its breaker tripped), ``warming`` (its
+    slowstart ramp's share so far); ``trips`` counts its breaker's actions. In a
     fleet, ``status`` is the exact status when every node agrees (``UP`` only
     if it is ``UP`` everywhere), else how many nodes see it ``UP`` (``UP 2/3``),
-    and ``nodes`` holds each node's own reading.
+    ``weight`` is the lowest of the nodes', and ``nodes`` holds each node's own
+    reading.
     """
     if not readings:
         return {"status": "UNKNOWN", "check": "", "in_use": 0}
@@ -40,12 +44,32 @@ def server_status(readings: list[ServerReading]) -> dict[str, Any]:
         "status": status,
         "check": readings[0].check_status if len(checks) == 1 else ",".join(sorted(checks)),
         "in_use": sum(r.in_use for r in readings),
+        "weight": min(r.user_weight for r in readings),
+        "trips": sum(r.trips for r in readings),
     }
+    for key, values in (
+        ("slow", [r.slow for r in readings]),
+        ("circuit", [r.circuit for r in readings]),
+        ("warming", [r.warming for r in readings]),
+    ):
+        value = next((v for v in values if v), None)
+        if value is not None:
+            found[key] = value
     if any(r.node for r in readings):
-        found["nodes"] = {
-            r.node: {"status": r.status, "check": r.check_status, "in_use": r.in_use}
-            for r in readings
-        }
+        found["nodes"] = {r.node: _node_reading(r) for r in readings}
+    return found
+
+
+def _node_reading(reading: ServerReading) -> dict[str, Any]:
+    found: dict[str, Any] = {
+        "status": reading.status,
+        "check": reading.check_status,
+        "in_use": reading.in_use,
+        "weight": reading.user_weight,
+    }
+    for key in ("slow", "circuit", "warming"):
+        if getattr(reading, key):
+            found[key] = getattr(reading, key)
     return found
 
 

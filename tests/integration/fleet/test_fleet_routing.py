@@ -9,13 +9,14 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from prism.testing.fleet import LocalFleet
 from prism.testing.load import run_load_in_thread
-from prism.testing.processes import Backend
+from prism.testing.processes import Backend, BackendSpec, backends, free_port
 from prism.testing.wait import wait_for
 
 pytestmark = [pytest.mark.haproxy, pytest.mark.etcd]
@@ -193,3 +194,102 @@ def test_registrations_reach_every_node_and_expire_on_every_node(
     wait_for(configs, until=lambda found: not any(found), timeout=10, what="r9 gone on every node")
     history = fleet.api("GET", "/apps/shop/history?limit=20").json()
     assert "registration.expired" in [h["action"] for h in history]
+
+
+def test_slow_server_weights_and_dns_weights_are_per_node(
+    fleet: LocalFleet, shop_port: int
+) -> None:
+    """Each node judges its own traffic: a slow server loses weight only on the node that
+    carries load (audited with that node's name), and DNS weights are per node, one Route
+    53 record each, following the servers each node sees."""
+    specs = [BackendSpec("blue", "v1", name=f"s{n}") for n in (1, 2, 3)]
+    original = fleet.api("GET", "/config").json()["spec"]
+    port = free_port()
+    app = {
+        "name": "edge",
+        "bind": f"0.0.0.0:{port}",
+        "stable": "blue",
+        "check": {"path": "/healthz", "inter_ms": "200ms", "rise": 2, "fall": 2},
+        "slow_servers": {
+            "enabled": True,
+            "window_ms": "1s",
+            "recover_after_ms": "1s",
+            "min_requests": 10,
+            "step": 45,
+        },
+        "dns": {"name": "edge.example.com", "ttl_ms": "20s"},
+    }
+    with backends(specs) as trio:
+        servers = [{"name": b.name, "host": b.host, "port": b.port} for b in trio]
+        app["colors"] = [{"name": "blue", "servers": servers}]
+        spec = {**original, "apps": [*original["apps"], app]}
+        try:
+            reply = fleet.api("PUT", "/config", {"spec": spec})
+            assert reply.status_code == 200, reply.text
+
+            def servers() -> dict[str, Any]:
+                status = fleet.api("GET", "/apps/edge").json()
+                return {s["name"]: s for s in status["colors"][0]["servers"]}
+
+            wait_for(
+                servers,
+                until=lambda s: all(
+                    n["status"] == "UP" for e in s.values() for n in e["nodes"].values()
+                ),
+                timeout=15,
+                what="edge UP on every node",
+            )
+            load = run_load_in_thread(
+                fleet.agents[0].address, port, duration=5, concurrency=12, max_seconds=30
+            )
+            time.sleep(1.0)  # not a wait: one window of ordinary traffic first
+            httpx.post(f"{trio[1].url}/_fault", json={"status": None, "delay_ms": 300})
+            lowered = wait_for(
+                lambda: servers()["s2"],
+                until=lambda s: s["nodes"]["lb-1"]["weight"] < 100,
+                timeout=8,
+                interval=0.2,
+                what="s2 lowered on lb-1",
+            )
+            assert lowered["nodes"]["lb-1"]["slow"].startswith("slow: ")
+            assert (lowered["nodes"]["lb-2"]["weight"], lowered["nodes"]["lb-3"]["weight"]) == (
+                100,
+                100,
+            )
+            report = load.result(timeout=60)
+            assert report.failures == [], report.summary()
+            moves = [
+                h
+                for h in fleet.api("GET", "/apps/edge/history?limit=50").json()
+                if h["action"] == "server.weight"
+            ]
+            assert moves
+            assert {(m["detail"]["server"], m["detail"]["node"]) for m in moves} == {("s2", "lb-1")}
+            httpx.delete(f"{trio[1].url}/_fault")
+            httpx.post(f"{trio[0].url}/_health", json={"ok": False})
+            weights = wait_for(
+                lambda: fleet.api("GET", "/dns-weights?app=edge").json(),
+                until=lambda rows: [r["weight"] for r in rows] == [66, 66, 66],
+                timeout=10,
+                what="edge at 66 on every node",
+            )
+            assert [r["node"] for r in weights] == ["lb-1", "lb-2", "lb-3"]
+            batch = fleet.api("GET", "/dns-weights?app=edge&format=route53").json()
+            records = [c["ResourceRecordSet"] for c in batch["Changes"]]
+            assert [(r["SetIdentifier"], r["Weight"]) for r in records] == [
+                ("lb-1", 66),
+                ("lb-2", 66),
+                ("lb-3", 66),
+            ]
+            assert [r["ResourceRecords"][0]["Value"] for r in records] == [
+                a.address for a in fleet.agents
+            ]
+            httpx.post(f"{trio[0].url}/_health", json={"ok": True})
+            wait_for(
+                lambda: fleet.api("GET", "/dns-weights?app=edge").json(),
+                until=lambda rows: [r["weight"] for r in rows] == [100, 100, 100],
+                timeout=10,
+                what="edge back at 100 on every node",
+            )
+        finally:
+            fleet.api("PUT", "/config", {"spec": original})

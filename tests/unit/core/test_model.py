@@ -212,3 +212,66 @@ def test_routing_fields_accepted() -> None:
     app = spec.app("shop")
     assert app.pin_rule(None).name == "tenant"
     assert app.pin_rule("office").source == "address"
+
+
+def test_load_balancing_settings_accepted() -> None:
+    """Retries, warm-up, reuse, circuit, slow-server weights and DNS export parse, with
+    YAML's numeric statuses read as HAProxy's words; every one is off by default."""
+    plain = parse_model(Spec, spec_data()).app("shop")
+    assert (plain.retry_on, plain.slowstart_ms, plain.http_reuse) == ((), 0, None)
+    assert plain.circuit is None
+    assert plain.slow_servers.enabled is False
+    assert plain.dns is None
+    app = parse_model(
+        Spec,
+        spec_data(
+            retry_on=["all-retryable-errors", 404],
+            slowstart_ms="5s",
+            http_reuse="always",
+            circuit={"error_limit": 3, "on_error": "fail-check"},
+            slow_servers={"enabled": True, "factor": 2, "window_ms": "5s", "floor": 20},
+            dns={"name": "shop.example.com", "ttl_ms": "30s"},
+        ),
+    ).app("shop")
+    assert app.retry_on == ("all-retryable-errors", "404")
+    assert app.slowstart_ms == 5000
+    assert app.circuit is not None
+    assert (app.circuit.observe, app.circuit.error_limit) == ("layer7", 3)
+    assert (app.slow_servers.factor, app.slow_servers.window_ms) == (2.0, 5000)
+    assert app.dns is not None
+    assert app.dns.ttl_ms == 30_000
+
+
+@pytest.mark.parametrize(
+    ("app", "why"),
+    [
+        ({"retry_on": ["400"]}, r"retry_on\.0: Value error, unknown retry-on condition"),
+        ({"retry_on": [505]}, r"retry_on\.0: Value error, unknown retry-on condition"),
+        ({"retry_on": ["503 conn-failure"]}, r"retry_on\.0: Value error, unknown retry-on"),
+        ({"retry_on": ["503\nserver x 1.2.3.4:80"]}, r"retry_on\.0: Value error, unknown"),
+        ({"retry_on": [True]}, r"retry_on\.0: Value error, unknown retry-on condition"),
+        ({"retry_on": ["none", "503"]}, "retry_on 'none' must stand alone"),
+        ({"retry_on": ["503", "503"]}, "duplicate retry_on conditions"),
+        ({"retry_on": ["503"], "retries": 0}, "retry_on needs retries of 1 or more"),
+        ({"slowstart_ms": "2h"}, r"slowstart_ms: Input should be less than or equal to 3600000"),
+        ({"slowstart_ms": "5 s"}, r"slowstart_ms: Value error, a duration is a number"),
+        ({"http_reuse": "sometimes"}, r"http_reuse: Input should be 'never', 'safe'"),
+        ({"circuit": {"on_error": "shutdown"}}, r"circuit\.on_error: Input should be"),
+        ({"circuit": {"observe": "layer8"}}, r"circuit\.observe: Input should be"),
+        ({"circuit": {"error_limit": 0}}, r"circuit\.error_limit: Input should be greater"),
+        ({"circuit": {"error_limit": "10"}}, r"circuit\.error_limit: Input should be a valid"),
+        ({"slow_servers": {"factor": 1.0}}, r"slow_servers\.factor: Input should be greater"),
+        ({"slow_servers": {"factor": "3"}}, r"slow_servers\.factor: Input should be a valid"),
+        ({"slow_servers": {"floor": 0}}, r"slow_servers\.floor: Input should be greater"),
+        ({"slow_servers": {"step": 100}}, r"slow_servers\.step: Input should be less"),
+        ({"slow_servers": {"window_ms": "100ms"}}, r"slow_servers\.window_ms: Input should be"),
+        ({"slow_servers": {"min_requests": 0}}, r"slow_servers\.min_requests: Input should be"),
+        ({"slow_servers": {"enable": True}}, r"slow_servers\.enable: Extra inputs"),
+        ({"dns": {"name": "shop example.com"}}, r"dns\.name: Value error, invalid host name"),
+        ({"dns": {"name": "a.b", "ttl_ms": 1500}}, "a DNS TTL is a whole number of seconds"),
+    ],
+)
+def test_hostile_load_balancing_settings_rejected(app: dict[str, Any], why: str) -> None:
+    """Every new setting is checked against what HAProxy 2.8 accepts, strictly typed."""
+    with pytest.raises(InvalidInput, match=why):
+        parse_model(Spec, spec_data(**app))

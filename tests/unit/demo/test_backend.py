@@ -128,6 +128,7 @@ def test_handler_answers_identity_json() -> None:
         (b'{"delay_ms": -1}', "delay_ms"),
         (b'{"ratio": 2}', "ratio"),
         (b'{"nope": 1}', "unknown"),
+        (b'{"reset": 1}', "reset must be true or false"),
     ],
 )
 def test_fault_rejects_bad_documents(doc: bytes, why: str) -> None:
@@ -237,11 +238,14 @@ def test_other_methods_get_405(backend: Backend) -> None:
 def test_fault_switch_sets_shows_and_clears(fresh: Backend) -> None:
     """POST /_fault makes requests fail (healthz excepted); DELETE restores them."""
     set_reply = request(fresh, "POST", "/_fault", b'{"status": 503}')
-    assert set_reply.json() == {"fault": {"status": 503, "delay_ms": 0, "ratio": 1.0}}
+    assert set_reply.json() == {
+        "fault": {"status": 503, "delay_ms": 0, "ratio": 1.0, "reset": False}
+    }
     assert request(fresh, "GET", "/_fault").json()["fault"] == {
         "status": 503,
         "delay_ms": 0,
         "ratio": 1.0,
+        "reset": False,
     }
     failed = request(fresh, "GET", "/x")
     assert failed.status == 503
@@ -267,6 +271,18 @@ def test_fault_delay_holds_the_answer(fresh: Backend) -> None:
             conn.sock.recv(1)
         conn.sock.settimeout(5)
         assert conn.reply().status == 200
+
+
+def test_reset_fault_resets_the_connection_unanswered(fresh: Backend) -> None:
+    """A reset fault answers nothing: the connection is reset; healthz still answers."""
+    request(fresh, "POST", "/_fault", b'{"reset": true}')
+    with connect(fresh) as conn:
+        conn.sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        with pytest.raises(ConnectionResetError, match="reset"):
+            conn.sock.recv(1)
+    assert request(fresh, "GET", "/healthz").status == 200
+    assert request(fresh, "DELETE", "/_fault").json() == {"fault": None}
+    assert request(fresh, "GET", "/x").status == 200
 
 
 def test_health_switch_fails_healthz_only(fresh: Backend) -> None:

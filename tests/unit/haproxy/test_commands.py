@@ -59,6 +59,17 @@ HOSTILE = [
             cmd.add_server("shop.blue", "web-01", "web.internal", 80, check=False, weight=10),
             "add server shop.blue/web-01 web.internal:80 weight 10",
         ),
+        (
+            cmd.add_server(
+                "shop.blue",
+                "s2",
+                "10.0.0.6",
+                80,
+                tuning=cmd.ServerTuning(slowstart_ms=5000, observe="layer7", error_limit=5),
+            ),
+            "add server shop.blue/s2 10.0.0.6:80 check inter 1000ms rise 2 fall 3 weight 100"
+            " slowstart 5000ms observe layer7 error-limit 5 on-error mark-down",
+        ),
         (cmd.set_server_state("shop.blue", "s1", "drain"), "set server shop.blue/s1 state drain"),
         (cmd.enable_health("shop.blue", "s1"), "enable health shop.blue/s1"),
         (cmd.del_server("shop.blue", "s1"), "del server shop.blue/s1"),
@@ -215,6 +226,32 @@ def test_non_strings_are_rejected(bad: object) -> None:
         (
             lambda: cmd.set_server_weight("shop.blue", "s1", 256.0),  # type: ignore[arg-type]
             r"unsafe server weight .*: 256\.0 ",
+        ),
+        (
+            lambda: cmd.ServerTuning(weight=300).words(),
+            "unsafe server weight .*: 300 ",
+        ),
+        (
+            lambda: cmd.ServerTuning(slowstart_ms=-1).words(),
+            r"unsafe slowstart \(ms\) .*: -1 ",
+        ),
+        (
+            lambda: cmd.ServerTuning(observe="layer7", error_limit=0).words(),
+            "unsafe error limit .*: 0 ",
+        ),
+        (
+            lambda: cmd.ServerTuning(observe="layer7 check", error_limit=3).words(),  # type: ignore[arg-type]
+            "unsafe observe mode: 'layer7 check'",
+        ),
+        (
+            lambda: cmd.ServerTuning(observe="layer7", on_error="mark-down;x").words(),  # type: ignore[arg-type]
+            "unsafe on-error action: 'mark-down;x'",
+        ),
+        (
+            lambda: cmd.add_server(
+                "shop.blue", "s1", "10.0.0.1", 80, weight=5, tuning=cmd.ServerTuning()
+            ),
+            "give the weight of a tuned server in its tuning",
         ),
         (lambda: cmd.commit_map(MAP, -1), "unsafe map version .*: -1 "),
         (lambda: cmd.commit_map(MAP, 2**32), "unsafe map version .*: 4294967296 "),

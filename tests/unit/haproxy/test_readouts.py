@@ -153,3 +153,30 @@ def test_server_readings_are_the_server_rows_only() -> None:
         "L7OK",
     )
     assert (only.in_use, only.node, only.ready) == (3, "lb-1", False)
+
+
+def test_server_readings_carry_weight_warm_up_and_breaker() -> None:
+    """uweight, the slowstart throttle, hanafail and a tripped breaker's words are read."""
+    rows = parse_show_stat(
+        HEADER
+        + server_line("shop.blue", "s1", status="UP", check_status="L7OK", weight=60, uweight=100)
+        + server_line(
+            "shop.blue", "s2", status="UP", check_status="L7OK", weight=40, uweight=40, throttle=63
+        )
+        + server_line(
+            "shop.blue",
+            "s3",
+            status="DOWN",
+            check_status="* HANA",
+            uweight=100,
+            hanafail=3,
+            last_chk="Detected 5 consecutive errors, last one was: HTTP status 500",
+        )
+    )
+    s1, s2, s3 = server_readings(rows)
+    assert (s1.user_weight, s1.warming, s1.trips, s1.tripped) == (100, None, 0, False)
+    assert (s2.weight, s2.user_weight, s2.warming) == (40, 40, 63)
+    assert s3.tripped
+    assert s3.trips == 3
+    assert s3.circuit == "Detected 5 consecutive errors, last one was: HTTP status 500"
+    assert not s3.ready

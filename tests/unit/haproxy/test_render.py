@@ -31,6 +31,7 @@ from prism.core.model import (
 )
 from prism.core.state import DesiredState, Registration, Routing
 from prism.errors import InvalidInput, NotFound
+from prism.haproxy import commands as cmd
 from prism.haproxy.changes import without_servers
 from prism.haproxy.render import (
     RenderedFiles,
@@ -44,6 +45,7 @@ from prism.haproxy.render import (
     render,
     render_map,
     server_args,
+    server_tuning,
 )
 from prism.node.paths import StatePaths
 from tests.conftest import crowded_listener_spec
@@ -552,9 +554,9 @@ def test_server_lines_are_self_contained() -> None:
     config = render(load_state("rainbow"), PATHS, SETTINGS).config
     servers = [line.strip() for line in config.splitlines() if line.strip().startswith("server ")]
     assert len(servers) == 4
-    assert all(line.endswith(" check inter 500ms rise 2 fall 1") for line in servers)
+    assert all(line.endswith(" check inter 500ms rise 2 fall 1 weight 100") for line in servers)
     # Kept per backend only so the server-less config still shows check settings.
-    assert config.count("default-server check inter 500ms rise 2 fall 1") == 3
+    assert config.count("default-server check inter 500ms rise 2 fall 1 weight 100") == 3
     assert config.count("balance roundrobin") == 3
 
 
@@ -563,9 +565,101 @@ def test_server_args_match_config_line() -> None:
     state = load_state("one_app_three_colors")
     app = state.spec.app("shop")
     server = app.color("green").servers[0]
-    line = f"    server web-01 {server_args(app.check, server)}\n"
-    assert line == "    server web-01 localhost:9003 check inter 2000ms rise 3 fall 2\n"
+    line = f"    server web-01 {server_args(app.check, server, server_tuning(app))}\n"
+    assert line == "    server web-01 localhost:9003 check inter 2000ms rise 3 fall 2 weight 100\n"
     assert line in render(state, PATHS, SETTINGS).config
+
+
+def tuned_state(**app: Any) -> DesiredState:
+    """One app, two colors (one found by DNS SRV), with the given backend settings."""
+    spec = Spec.model_validate(
+        {
+            "apps": [
+                {
+                    "name": "shop",
+                    "bind": "127.0.0.1:8080",
+                    "stable": "blue",
+                    "colors": [
+                        {"name": "blue", "servers": ["10.0.0.1:80", "10.0.0.2:80"]},
+                        {
+                            "name": "green",
+                            "discovery": {
+                                "srv": "_http._tcp.green.shop.service.consul",
+                                "resolvers": ["127.0.0.1:8600"],
+                                "slots": 2,
+                            },
+                        },
+                    ],
+                    **app,
+                }
+            ]
+        }
+    )
+    return DesiredState(spec=spec)
+
+
+TUNED = {
+    "retry_on": ["conn-failure", "empty-response", 503],
+    "slowstart_ms": "5s",
+    "http_reuse": "aggressive",
+    "circuit": {"error_limit": 5, "on_error": "sudden-death"},
+}
+
+
+def test_backend_settings_render_in_the_backend() -> None:
+    """retry-on, redispatch and http-reuse are backend lines; without settings none appear."""
+    config = render(tuned_state(**TUNED), PATHS, SETTINGS).config
+    assert config.count("    retry-on conn-failure empty-response 503\n") == 2
+    assert config.count("    option redispatch\n") == 2
+    assert config.count("    http-reuse aggressive\n") == 2
+    plain = render(tuned_state(), PATHS, SETTINGS).config
+    assert "retry-on" not in plain
+    assert "http-reuse" not in plain
+    assert "slowstart" not in plain
+    assert "observe" not in plain
+
+
+def test_warm_up_and_circuit_on_every_server_line() -> None:
+    """slowstart and the circuit breaker are on every server, template and default-server
+    line, so a dynamic server (which inherits no default-server) has them too."""
+    config = render(tuned_state(**TUNED), PATHS, SETTINGS).config
+    words = " weight 100 slowstart 5000ms observe layer7 error-limit 5 on-error sudden-death"
+    lines = [line.strip() for line in config.splitlines()]
+    servers = [line for line in lines if line.startswith(("server ", "server-template "))]
+    assert len(servers) == 3
+    assert all(line.endswith(words) for line in servers)
+    assert sum(1 for line in lines if line.startswith("default-server") and words in line) == 2
+
+
+def test_changed_backend_settings_need_a_reload() -> None:
+    """A new circuit or warm-up setting changes the server-less config (a reload), so no
+    server is removed and re-added to take it."""
+    for change in TUNED:
+        before = bare(tuned_state())
+        assert bare(tuned_state(**{change: TUNED[change]})) != before, change
+
+
+def test_add_server_sends_the_config_line_words() -> None:
+    """The runtime `add server` of a server carries exactly its config line's words."""
+    state = tuned_state(**TUNED)
+    app = state.spec.app("shop")
+    server = app.color("blue").servers[0]
+    tuning = server_tuning(app)
+    add = cmd.add_server(
+        "shop.blue",
+        server.name,
+        server.host,
+        server.port,
+        inter_ms=app.check.inter_ms,
+        rise=app.check.rise,
+        fall=app.check.fall,
+        tuning=tuning,
+    )
+    assert add.text == f"add server shop.blue/s1 {server_args(app.check, server, tuning)}"
+    assert (
+        f"    server s1 {server_args(app.check, server, tuning)}\n"
+        in render(state, PATHS, SETTINGS).config
+    )
 
 
 def bare(state: DesiredState) -> str:

@@ -42,3 +42,28 @@ def test_in_use_ignores_negative_readings() -> None:
     """Drain counts in-use connections only."""
     assert in_use({"s1": 0, "s2": 3}) == 3
     assert in_use({"s1": -1}) == 0
+
+
+def test_tripped_server_is_not_ready_even_while_up() -> None:
+    """A server whose breaker tripped (last check HANA) fails the gate and is not ready,
+    whether HAProxy shows it DOWN (mark-down) or still UP (fail-check, sudden-death)."""
+    for status in ("DOWN", "UP"):
+        tripped = ServerReading(
+            "shop.green",
+            "s2",
+            status,
+            "HANA",
+            circuit="Detected 5 consecutive errors, last one was: HTTP status 500",
+        )
+        assert tripped.tripped
+        assert not tripped.ready
+        result = health_gate([Row("shop.green", "s1", "UP"), tripped], "shop.green", "green")
+        assert not result.passed
+        assert "circuit breaker tripped (s2 is " in result.message
+        assert "Detected 5 consecutive errors" in result.message
+    recovering = ServerReading("shop.green", "s2", "DOWN 1/3", "L7OK", trips=2)
+    result = health_gate([recovering], "shop.green", "green")
+    assert "s2 is DOWN 1/3 (circuit breaker trips: 2)" in result.message
+    running = ServerReading("shop.green", "s2", "DOWN", "* HANA")
+    assert running.tripped
+    assert ServerReading("shop.green", "s2", "UP", "L7OK", trips=4).ready

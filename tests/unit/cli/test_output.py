@@ -1,0 +1,75 @@
+"""How status and history show slow-server weights, tripped breakers and warm-ups."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prism.cli.output import format_history, format_status
+
+
+def app_status(**server: Any) -> dict[str, Any]:
+    entry = {"name": "s2", "address": "10.0.0.2:80", "status": "UP", "in_use": 0, **server}
+    return {
+        "name": "shop",
+        "bind": "127.0.0.1:8080",
+        "weights": {"blue": 100},
+        "stable": "blue",
+        "desired_revision": 3,
+        "applied_revision": 3,
+        "stickiness": {"source": "none"},
+        "colors": [
+            {"name": "blue", "version": "v1", "weight": 100, "active": True, "servers": [entry]}
+        ],
+    }
+
+
+def test_status_shows_weight_and_reason() -> None:
+    """`weight 40% — slow: 730 ms vs 95 ms median`; a full weight says nothing."""
+    text = format_status([app_status(weight=40, slow="slow: 730 ms vs 95 ms median")])
+    assert "s2 10.0.0.2:80 UP weight 40% — slow: 730 ms vs 95 ms median" in text
+    assert "weight" not in format_status([app_status(weight=100)]).split("SERVERS")[1]
+
+
+def test_status_shows_a_tripped_breaker_and_a_warm_up() -> None:
+    """A tripped circuit with HAProxy's words and the trip count; a slowstart ramp's share."""
+    text = format_status([app_status(status="DOWN", circuit="Detected 5 errors", trips=3)])
+    assert "s2 10.0.0.2:80 DOWN — circuit tripped: Detected 5 errors (3 circuit trips)" in text
+    assert "— warming up, 63%" in format_status([app_status(warming=63)])
+
+
+def test_fleet_status_names_the_nodes_that_lowered_a_server() -> None:
+    """Weights differing per node are listed per node."""
+    nodes = {
+        "lb-1": {"status": "UP", "weight": 100},
+        "lb-2": {"status": "UP", "weight": 70, "slow": "slow: 1 ms"},
+    }
+    text = format_status([app_status(weight=70, slow="slow: 1 ms", nodes=nodes)])
+    assert "UP on 2/2 nodes weight 70% on lb-2 — slow: 1 ms" in text
+
+
+def test_history_shows_weight_moves_and_trips() -> None:
+    """A weight move names the server, both weights, the node and the reason."""
+    records = [
+        {
+            "at": 0.0,
+            "revision": 7,
+            "actor": "prism",
+            "action": "server.weight",
+            "app": "shop",
+            "detail": {"color": "blue", "server": "s2", "from": 100, "to": 70, "node": "lb-2"},
+            "reason": "slow: 730 ms vs 95 ms median",
+        },
+        {
+            "at": 0.0,
+            "revision": 7,
+            "actor": "haproxy",
+            "action": "circuit.tripped",
+            "app": "shop",
+            "detail": {"color": "blue", "server": "s3", "trips": 1},
+            "reason": None,
+        },
+    ]
+    lines = format_history(records).splitlines()
+    assert "blue/s2 weight 100% -> 70% on lb-2  reason: slow: 730 ms vs 95 ms median" in lines[0]
+    assert "circuit.tripped" in lines[1]
+    assert "blue/s3 1 trip(s)" in lines[1]
