@@ -1,8 +1,9 @@
 """The CLI's view of a Prism server: where it is, its token, and its API.
 
-Problem responses are turned back into the matching :class:`PrismError`
-subclass, so a CLI command exits with the same code the server's error
-carries.
+Problem responses are turned back into the :class:`PrismError` subclass their
+``type`` URI names, so a CLI command exits with the same code the server's
+error carries. HTTPS certificates are verified: against ``--cacert`` /
+``$PRISM_CACERT`` when given, else the system's trust store.
 """
 
 from __future__ import annotations
@@ -24,12 +25,8 @@ __all__ = ["ApiClient", "Target", "locate"]
 
 DEFAULT_URL = "http://127.0.0.1:7070"
 
-# Every error class of the tree, by the title the API's problem answers carry.
-_BY_TITLE: dict[str, type[PrismError]] = {
-    cls.title: cls
-    for cls in (getattr(errors, name) for name in errors.__all__)
-    if isinstance(cls, type) and issubclass(cls, PrismError)
-}
+# Every error class of the tree, by the type URI the API's problem answers carry.
+_BY_TYPE: dict[str, type[PrismError]] = {cls.type_uri: cls for cls in errors.error_classes()}
 
 
 @dataclass(frozen=True)
@@ -103,12 +100,15 @@ def _error_from(reply: httpx.Response) -> PrismError:
         body = {"detail": reply.text[:500]}
     if not isinstance(body, dict):
         body = {"detail": str(body)[:500]}
-    cls = _BY_TITLE.get(str(body.get("title")), PrismError)
+    cls = _BY_TYPE.get(str(body.get("type")), PrismError)
     extra = {
         k: v for k, v in body.items() if k not in ("type", "title", "status", "detail", "hint")
     }
-    return cls(
-        str(body.get("detail") or f"HTTP {reply.status_code}"), hint=body.get("hint"), detail=extra
+    hint = body.get("hint")
+    return cls.restore(
+        str(body.get("detail") or f"HTTP {reply.status_code}"),
+        hint=hint if isinstance(hint, str) else None,
+        detail=extra,
     )
 
 
