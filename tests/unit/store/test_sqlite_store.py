@@ -408,6 +408,7 @@ async def test_a_version_one_file_is_migrated_and_keeps_its_entries(tmp_path: Pa
         await store.commit([Put("/apps/a", "1"), Put("/apps/b", "2")])
     with sqlite3.connect(path) as conn:
         conn.execute("DROP INDEX kv_revisions")
+        conn.execute("ALTER TABLE audit DROP COLUMN request_id")
         conn.execute("UPDATE schema_version SET version = 1")
     conn.close()
     async with await SqliteStore.open(path) as store:
@@ -418,7 +419,23 @@ async def test_a_version_one_file_is_migrated_and_keeps_its_entries(tmp_path: Pa
         version = conn.execute("SELECT version FROM schema_version").fetchone()[0]
     conn.close()
     assert "kv_revisions" in names
-    assert version == 2
+    assert version == 3
+
+
+async def test_a_version_two_file_gains_request_ids_and_keeps_its_audit(tmp_path: Path) -> None:
+    """Audit records written before request ids were kept read back with none; new ones
+    carry theirs."""
+    path = tmp_path / "prism.db"
+    async with await SqliteStore.open(path) as store:
+        await store.commit([Put("/apps/a", "1")], audit=AuditDraft(actor="t", action="old"))
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE audit DROP COLUMN request_id")
+        conn.execute("UPDATE schema_version SET version = 2")
+    conn.close()
+    async with await SqliteStore.open(path) as store:
+        await store.record(AuditDraft(actor="t", action="new", request_id="req-1"))
+        records = await store.audit(limit=10)
+    assert [(r.action, r.request_id) for r in records] == [("new", "req-1"), ("old", None)]
 
 
 async def test_unusable_paths_raise_store_error_with_hint(tmp_path: Path) -> None:
