@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import httpx
 
 from prism import errors
-from prism.errors import PrismError, Unavailable
+from prism.errors import InvalidInput, PrismError, Unavailable
 from prism.node.files import read_text
 from prism.node.paths import default_state_dir
 
@@ -33,9 +34,13 @@ _BY_TYPE: dict[str, type[PrismError]] = {cls.type_uri: cls for cls in errors.err
 class Target:
     url: str
     token: str | None
+    #: the CA certificate(s) that sign the server's TLS certificate (None: the system's)
+    cacert: Path | None = None
 
 
-def locate(url: str | None, token: str | None, state_dir: Path | None) -> Target:
+def locate(
+    url: str | None, token: str | None, state_dir: Path | None, cacert: Path | None = None
+) -> Target:
     """Find the server: --url, $PRISM_URL, the state dir's server.json, then the default.
 
     The token comes from --token, $PRISM_TOKEN, or the serving state dir's token file.
@@ -56,7 +61,29 @@ def locate(url: str | None, token: str | None, state_dir: Path | None) -> Target
             resolved_token = (read_text(token_dir / "token") or "").strip() or None
         except PermissionError:
             resolved_token = None
-    return Target(str(resolved_url).rstrip("/"), resolved_token)
+    return Target(str(resolved_url).rstrip("/"), resolved_token, cacert)
+
+
+def _verify(cacert: Path | None) -> ssl.SSLContext:
+    """Certificates are always verified: against ``cacert`` when given."""
+    if cacert is None:
+        return ssl.create_default_context()
+    try:
+        return ssl.create_default_context(cafile=str(cacert))
+    except (OSError, ssl.SSLError) as exc:
+        raise InvalidInput(
+            f"cannot use {cacert} as a CA certificate: {exc}",
+            hint="--cacert / PRISM_CACERT takes a PEM file of CA certificates",
+        ) from exc
+
+
+def _untrusted(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 class ApiClient:
@@ -68,7 +95,12 @@ class ApiClient:
         if target.token:
             headers["Authorization"] = f"Bearer {target.token}"
         self._client = httpx.AsyncClient(
-            base_url=f"{target.url}/api/v1", headers=headers, timeout=timeout, trust_env=False
+            base_url=f"{target.url}/api/v1",
+            headers=headers,
+            timeout=timeout,
+            trust_env=False,
+            # plain http never needs the trust store (loading it costs start-up time)
+            verify=_verify(target.cacert) if target.url.startswith("https:") else True,
         )
 
     async def __aenter__(self) -> ApiClient:
@@ -81,6 +113,13 @@ class ApiClient:
         try:
             reply = await self._client.request(method, path, json=body)
         except httpx.HTTPError as exc:
+            untrusted = _untrusted(exc)
+            if untrusted is not None:
+                raise Unavailable(
+                    f"cannot reach Prism at {self.target.url}: its TLS certificate is not"
+                    f" trusted ({untrusted.verify_message})",
+                    hint="pass the CA that signed it with --cacert FILE or PRISM_CACERT",
+                ) from exc
             raise Unavailable(
                 f"cannot reach Prism at {self.target.url}: {type(exc).__name__}",
                 hint="start `prism serve` or `prism demo`, or point --url / PRISM_URL at it",
