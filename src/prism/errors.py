@@ -265,7 +265,9 @@ class Compacted(StoreError):
         cls, message: str, *, hint: str | None = None, detail: dict[str, Any] | None = None
     ) -> PrismError:
         revision = (detail or {}).get("revision")
-        return cls(message, revision=revision if isinstance(revision, int) else 0, hint=hint)
+        error = cls(message, revision=revision if isinstance(revision, int) else 0, hint=hint)
+        error.detail.update(detail or {})
+        return error
 
 
 class Unavailable(PrismError):
