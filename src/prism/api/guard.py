@@ -7,8 +7,10 @@ In order, for each request:
    (:mod:`prism.context`, so audit records and log lines carry it) and echoed
    in the answer's ``X-Request-Id``;
 2. **header size**: more than ``max_headers`` bytes of headers is refused (431);
-3. **credentials in the URL** (the token in the path or query, or a query
-   parameter named like one) are refused (422), and never logged;
+3. **credentials out of place** are refused (422) and never logged: a query
+   parameter named like one, or the token anywhere but the ``Authorization``
+   header (path, query, another header, the body), where it would end up in
+   logs, histories or audit records;
 4. **the body** is read whole, at most ``max_body`` bytes (``max_config_body``
    for ``PUT /api/v1/config``; 413 past it, before reading when
    ``Content-Length`` says so) within ``body_timeout`` seconds (408), and only
@@ -157,6 +159,20 @@ class Guard:
                     " since URLs end up in logs and histories",
                 )
             )
+        others = b"\n".join(v for k, v in scope.get("headers", ()) if k != b"authorization")
+        self._check_no_secret(others, "a header other than Authorization")
+
+    def _check_no_secret(self, data: bytes, where: str) -> None:
+        for secret in self.secrets():
+            if secret and secret.encode() in data:
+                raise _Refused(
+                    InvalidInput(
+                        "the API token is only accepted in the Authorization header,"
+                        f" not in {where}",
+                        hint="nothing was changed; what a request carries elsewhere may end up"
+                        " in logs and the audit log",
+                    )
+                )
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         limit = self.limits.body_limit(scope["method"], scope["path"])
@@ -177,7 +193,9 @@ class Guard:
                         raise _Refused(_too_large(size, limit))
                     chunks.append(chunk)
                     if not message.get("more_body", False):
-                        return b"".join(chunks)
+                        body = b"".join(chunks)
+                        self._check_no_secret(body, "the body")
+                        return body
         except TimeoutError:
             raise _Refused(
                 RequestTimeout(

@@ -117,6 +117,20 @@ async def test_credentials_in_a_url_are_refused_and_never_logged(
     assert all("?" not in r.getMessage() for r in access)
 
 
+async def test_the_token_anywhere_but_authorization_is_refused(api: Api) -> None:
+    """In another header or in the body (where the audit log would keep it): 422, unchanged."""
+    revision = await api.store.revision()
+    as_actor = await api.change(
+        "PUT", "/apps/shop/weights", SHIFT, headers={"X-Prism-Actor": TOKEN}
+    )
+    in_reason = await api.change("PUT", "/apps/shop/weights", {**SHIFT, "reason": TOKEN})
+    for reply in (as_actor, in_reason):
+        assert reply.status_code == 422
+        assert "only accepted in the Authorization header" in reply.json()["detail"]
+    assert await api.store.revision() == revision
+    assert all(TOKEN not in repr(r) for r in await api.store.audit(limit=100))
+
+
 async def test_access_log_line_has_the_request_fields(
     api: Api, caplog: pytest.LogCaptureFixture
 ) -> None:
