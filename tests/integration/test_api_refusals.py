@@ -110,6 +110,7 @@ def hostile_requests(spec: dict[str, Any]) -> Iterator[tuple[str, str, dict[str,
         {"spec": too_many},
         {"spec": {"apps": [{**spec["apps"][0], "colors": []}]}},
         {"spec": spec, "reason": "\x00"},
+        {"spec": {**spec, "listeners": [{"name": "edge", "bind": "no-such-host.invalid:1844"}]}},
     ):
         yield "PUT", "/config", {"json": body}
     for weights in (
