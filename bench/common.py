@@ -509,6 +509,9 @@ def run_prism(
         "--haproxy",
         str(ctx.haproxy),
         "--stop-haproxy",
+        # benchmarks measure how many changes a second Prism can make: no rate limit
+        "--rate-limit",
+        "off",
     ]
     if nofile is not None:
         command = with_open_files_limit(command, nofile)

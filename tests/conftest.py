@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import sys
 import time
 from collections.abc import Iterator
@@ -43,10 +44,14 @@ class Server:
     url: str
     token: str
     admin_port: int
+    #: how the test trusts the API's TLS certificate (https only)
+    verify: ssl.SSLContext | bool = True
 
     def client(self, *, auth: bool = True) -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.token}"} if auth else {}
-        return httpx.Client(base_url=f"{self.url}/api/v1", headers=headers, timeout=60)
+        return httpx.Client(
+            base_url=f"{self.url}/api/v1", headers=headers, timeout=60, verify=self.verify
+        )
 
     def api(self, method: str, path: str, body: Any = None) -> httpx.Response:
         with self.client() as client:
@@ -85,11 +90,13 @@ def _kill_pid(pid: int | None) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def _wait_http(url: str, deadline: float, proc: ManagedProcess) -> None:
+def _wait_http(
+    url: str, deadline: float, proc: ManagedProcess, verify: ssl.SSLContext | bool = True
+) -> None:
     def answers() -> bool:
         if not proc.alive:
             raise RuntimeError(f"prism serve exited early:\n{proc.stderr_text()}")
-        return httpx.get(url, timeout=1).status_code == 200
+        return httpx.get(url, timeout=1, verify=verify).status_code == 200
 
     try:
         wait_for(
@@ -103,11 +110,15 @@ def _wait_http(url: str, deadline: float, proc: ManagedProcess) -> None:
 
 
 @contextlib.contextmanager
-def run_server(state_dir: Path, *extra: str, nofile: int | None = None) -> Iterator[Server]:
+def run_server(
+    state_dir: Path, *extra: str, nofile: int | None = None, cacert: Path | None = None
+) -> Iterator[Server]:
     """Start ``prism serve`` on free ports; stop it and its HAProxy by PID on exit.
 
     ``nofile`` sets its open-files limit (soft and hard) before it starts: the
     wrapper execs Prism in place, so the PID stays the one stopped at the end.
+    With ``cacert`` the server is reached over https (``extra`` gives it
+    ``--tls-cert`` and ``--tls-key``) and trusted through that CA.
     """
     port, admin_port = free_port(), free_port()
     cmd = [
@@ -128,11 +139,14 @@ def run_server(state_dir: Path, *extra: str, nofile: int | None = None) -> Itera
         cmd = with_open_files_limit(cmd, nofile, nofile)
     process = ManagedProcess(cmd, name="prism")
     server: Server | None = None
+    verify: ssl.SSLContext | bool = True
+    if cacert is not None:
+        verify = ssl.create_default_context(cafile=str(cacert))
     try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_http(f"{url}/api/v1/health", time.monotonic() + 30, process)
+        url = f"{'https' if cacert else 'http'}://127.0.0.1:{port}"
+        _wait_http(f"{url}/api/v1/health", time.monotonic() + 30, process, verify)
         token = (state_dir / "token").read_text().strip()
-        server = Server(process, state_dir, url, token, admin_port)
+        server = Server(process, state_dir, url, token, admin_port, verify)
         yield server
     finally:
         haproxy = server.haproxy_pid if server else None

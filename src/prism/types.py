@@ -18,6 +18,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from prism.context import current_request_id
+
 __all__ = [
     "AuditDraft",
     "AuditRecord",
@@ -86,13 +88,18 @@ class WatchEvent:
 
 @dataclass(frozen=True, slots=True)
 class AuditDraft:
-    """What to record about a change: who did what to which app, and why."""
+    """What to record about a change: who did what to which app, and why.
+
+    ``request_id`` names the API request that made the change; by default the
+    one being served when the draft is made (see :mod:`prism.context`).
+    """
 
     actor: str
     action: str
     app: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
     reason: str | None = None
+    request_id: str | None = field(default_factory=current_request_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +114,7 @@ class AuditRecord:
     app: str | None
     detail: dict[str, Any]
     reason: str | None
+    request_id: str | None = None
 
 
 class Lease(Protocol):

@@ -1,98 +1,156 @@
 """The FastAPI application. Handlers are thin: they validate, call one of the
 use-case services (:class:`prism.services.Services`), and return JSON.
-Errors map in :mod:`problems`.
+
+What the OpenAPI document says is what the API accepts: path parameters and
+bodies carry the patterns, lengths and ranges of :mod:`prism.names` and the
+model; bodies are validated strictly (:mod:`.bodies`); every operation lists
+the problem statuses it can answer (:mod:`.openapi`). Errors map in
+:mod:`.problems`; credentials in :mod:`.auth`; size, time and request ids in
+:mod:`.guard`.
 """
 
 from __future__ import annotations
 
-import hmac
-import re
+import time
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Header, Path, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from fastapi import FastAPI, Path, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
 
 from prism import __version__, names
+from prism.api.auth import Actor, Auth
+from prism.api.bodies import body_doc, json_body
+from prism.api.guard import ApiLimits, Guard
+from prism.api.openapi import MUTATION, READ, answers, build
 from prism.api.problems import install_handlers
-from prism.core.model import DurationMs, Spec
-from prism.errors import InvalidInput, Unauthorized
+from prism.api.ratelimit import RateLimit, RateLimiter
+from prism.core.model import HOSTPORT_PATTERN, DurationMs, Spec, json_pattern
 from prism.release.plan import ReleasePlan
 from prism.services import Services
+from prism.services.releases import Steer
 
-__all__ = ["create_app"]
+__all__ = ["ApiLimits", "create_app"]
 
-_ACTOR = re.compile(r"[A-Za-z0-9._@-]{1,64}", re.ASCII)
-AppName = Annotated[str, Path(description="app name", max_length=64)]
+NAME = json_pattern(names.NAME)
+SERVER = json_pattern(names.SERVER_NAME)
+# A pin key is read from a header, cookie or query parameter, or is an address or network.
+PIN_KEY = json_pattern(rf"{names.PIN_KEY.pattern}|[0-9A-Fa-f.:]{{1,45}}/\d{{1,3}}")
+
+AppName = Annotated[str, Path(description="app name", pattern=NAME, examples=["shop"])]
+ColorName = Annotated[str, Path(description="color name", pattern=NAME, examples=["green"])]
+ServerName = Annotated[str, Path(description="server name", pattern=SERVER, examples=["s1"])]
+NodeName = Annotated[str, Path(description="fleet node name", pattern=NAME, examples=["lb-1"])]
+PinKey = Annotated[
+    str,
+    Path(
+        description="a tenant, user or cookie value, or an address or network (10.0.0.0/8)",
+        pattern=PIN_KEY,
+        examples=["acme"],
+    ),
+]
+Limit = Annotated[int, Query(ge=1, le=10_000, description="at most this many records")]
+
+Color = Annotated[str, Field(pattern=NAME, examples=["green"])]
+Reason = Annotated[
+    str | None,
+    Field(
+        pattern=json_pattern(names.TEXT),
+        description="why (kept in the audit log): printable ASCII, 1-256 characters",
+        examples=["ship v2"],
+    ),
+]
+Weight = Annotated[int, Field(ge=0, le=100)]
 
 
-class ReleaseRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    to: str = Field(description="color to move all traffic to", max_length=64)
-    reason: str | None = Field(default=None, max_length=500)
+
+class ReleaseRequest(_Body):
+    to: Color = Field(description="color to move all traffic to")
+    reason: Reason = None
     smoke: bool = Field(default=True, description="run the app's smoke check before switching")
     drain_timeout: DurationMs | None = Field(default=None, description="e.g. '30s'")
 
 
-class WeightsRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    weights: dict[str, StrictInt] = Field(description="color -> 0..100, summing to 100")
-    reason: str | None = Field(default=None, max_length=500)
+class WeightsRequest(_Body):
+    weights: dict[Color, Weight] = Field(
+        min_length=1,
+        max_length=32,
+        description="color -> 0..100, summing to 100",
+        json_schema_extra={"additionalProperties": False, "propertyNames": {"pattern": NAME}},
+    )
+    reason: Reason = None
     smoke: bool = True
 
 
-class PinRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    color: str = Field(max_length=64)
-    rule: str | None = Field(default=None, max_length=64, description="default: the first rule")
-    reason: str | None = Field(default=None, max_length=500)
-
-
-class ServerRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    address: str = Field(max_length=300, description="host:port")
-    name: str | None = Field(default=None, max_length=64)
-    reason: str | None = Field(default=None, max_length=500)
+class PinRequest(_Body):
+    color: Color
+    rule: Annotated[str, Field(pattern=NAME)] | None = Field(
+        default=None, description="default: the first rule"
+    )
+    reason: Reason = None
 
 
-class RegistrationRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ServerRequest(_Body):
+    address: str = Field(pattern=HOSTPORT_PATTERN, description="host:port")
+    name: Annotated[str, Field(pattern=SERVER)] | None = Field(
+        default=None, description="default: the first free s1, s2, ..."
+    )
+    reason: Reason = None
 
-    address: str = Field(max_length=300, description="host:port of the server")
-    ttl: DurationMs = Field(default=10_000, description="e.g. '10s'; renew before it passes")
+
+class RegistrationRequest(_Body):
+    address: str = Field(pattern=HOSTPORT_PATTERN, description="host:port of the server")
+    ttl: DurationMs = Field(
+        default=10_000, description="e.g. '10s' (1 s to 24 h); renew before it passes"
+    )
 
 
-class StartRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class StartRequest(_Body):
     plan: ReleasePlan
-    reason: str | None = Field(default=None, max_length=500)
+    reason: Reason = None
     wait: bool = Field(default=False, description="answer once the release ends or waits")
 
 
-class SteerRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    color: str | None = Field(default=None, max_length=64)
+class SteerRequest(_Body):
+    color: Color | None = None
     full: bool = Field(default=False, description="promote: go straight to the final weight")
-    reason: str | None = Field(default=None, max_length=500)
+    reason: Reason = None
 
 
-class RollbackRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    reason: str | None = Field(default=None, max_length=500)
+class RollbackRequest(_Body):
+    reason: Reason = None
     smoke: bool = True
 
 
-class ApplyRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ApplyRequest(_Body):
     spec: Spec
-    reason: str | None = Field(default=None, max_length=500)
+    reason: Reason = None
+
+
+BODIES: tuple[type[BaseModel], ...] = (
+    ApplyRequest,
+    ReleaseRequest,
+    RollbackRequest,
+    StartRequest,
+    SteerRequest,
+    WeightsRequest,
+    PinRequest,
+    ServerRequest,
+    RegistrationRequest,
+)
+
+_SHOP = {
+    "name": "shop",
+    "bind": "127.0.0.1:8080",
+    "stable": "blue",
+    "check": {"path": "/healthz", "inter_ms": "1s"},
+    "colors": [
+        {"name": "blue", "version": "v1", "servers": ["127.0.0.1:9001"]},
+        {"name": "green", "version": "v2", "servers": ["127.0.0.1:9002"]},
+    ],
+}
 
 
 def _services(request: Request) -> Services:
@@ -100,307 +158,354 @@ def _services(request: Request) -> Services:
     return services
 
 
-def _name(value: str, what: str) -> str:
-    return names.check(names.NAME, value, what)
+class _App(FastAPI):
+    """FastAPI, whose OpenAPI document also holds the body and problem schemas."""
+
+    def openapi(self) -> dict[str, Any]:
+        if not self.openapi_schema:
+            self.openapi_schema = build(self, BODIES)
+        return self.openapi_schema
 
 
-def _reason(value: str | None) -> str | None:
-    if value is not None and names.TEXT.fullmatch(value) is None:
-        raise InvalidInput("reason must be printable ASCII text of at most 256 characters")
-    return value
+def create_app(
+    services: Services,
+    token: str,
+    *,
+    limits: ApiLimits | None = None,
+    rate: RateLimit | None = None,
+) -> FastAPI:
+    """The API app over a control plane's services (whose lifespan the caller owns).
 
-
-def actor(
-    request: Request,
-    authorization: Annotated[str | None, Header()] = None,
-    x_prism_actor: Annotated[str | None, Header()] = None,
-) -> str:
-    """Mutations need the bearer token; the actor header names who acts (audit)."""
-    token: str = request.app.state.token
-    scheme, _, given = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
-        raise Unauthorized(
-            "a valid bearer token is required for changes",
-            hint="the token is in the state directory's 'token' file, or set PRISM_TOKEN",
-        )
-    if x_prism_actor is None:
-        return "api"
-    if _ACTOR.fullmatch(x_prism_actor) is None:
-        raise InvalidInput("X-Prism-Actor must be 1-64 characters of letters, digits . _ @ -")
-    return x_prism_actor
-
-
-Actor = Annotated[str, Depends(actor)]
-
-
-def create_app(services: Services, token: str) -> FastAPI:
-    """The API app over a control plane's services (whose lifespan the caller owns)."""
-    app = FastAPI(
+    ``rate`` paces each token's changes (None: unlimited); ``limits`` bounds
+    each request's size and arrival time.
+    """
+    app = _App(
         title="Prism",
         version=__version__,
-        description="Safe releases on HAProxy: blue/green, canaries, rainbow deployments.",
+        description="Safe releases on HAProxy: blue/green, canaries, rainbow deployments. "
+        "Reads need no token; changes need `Authorization: Bearer <token>`. Every error is "
+        "`application/problem+json` whose `type` names its class "
+        "(`https://prism.dev/problems/...`).",
         openapi_url="/api/v1/openapi.json",
         docs_url="/api/v1/docs",
         redoc_url=None,
     )
     app.state.services = services
-    app.state.token = token
+    limiter = None if rate is None else RateLimiter(rate, time.monotonic)
+    auth = Auth(token, limiter)
+    app.state.auth = auth
     install_handlers(app)
+    app.add_middleware(Guard, limits=limits or ApiLimits(), secrets=auth.secrets)
 
     v1 = "/api/v1"
 
-    @app.get(f"{v1}/health", tags=["node"])
+    @app.get(f"{v1}/health", tags=["node"], responses=answers(*READ))
     async def health(request: Request) -> dict[str, Any]:
         """Whether HAProxy runs and desired state is applied."""
         return {"version": __version__, **await _services(request).status.health()}
 
-    @app.get(f"{v1}/apps", tags=["apps"])
+    @app.get(f"{v1}/apps", tags=["apps"], responses=answers(*READ))
     async def list_apps(request: Request) -> list[dict[str, Any]]:
         """Every app with routing, colors, servers' exact health and latest release."""
         return await _services(request).status.status()
 
-    @app.get(f"{v1}/apps/{{app}}", tags=["apps"])
+    @app.get(f"{v1}/apps/{{app}}", tags=["apps"], responses=answers(*READ, 404))
     async def get_app(request: Request, app: AppName) -> dict[str, Any]:
         """One app's status."""
-        return (await _services(request).status.status(_name(app, "app name")))[0]
+        return (await _services(request).status.status(app))[0]
 
-    @app.get(f"{v1}/config", tags=["config"])
+    @app.get(f"{v1}/config", tags=["config"], responses=answers(*READ))
     async def get_config(request: Request) -> dict[str, Any]:
         """The desired spec, as `prism apply` takes it."""
         state = await _services(request).spec.state()
         return {"revision": state.revision, "spec": state.spec.model_dump(mode="json")}
 
-    @app.put(f"{v1}/config", tags=["config"])
-    async def put_config(request: Request, body: ApplyRequest, who: Actor) -> dict[str, Any]:
-        """Replace the whole spec: validated, checked with `haproxy -c`, persisted, applied."""
-        return await _services(request).spec.apply(
-            body.spec, actor=who, reason=_reason(body.reason)
-        )
+    @app.put(
+        f"{v1}/config",
+        tags=["config"],
+        responses=answers(*MUTATION),
+        openapi_extra=body_doc(ApplyRequest, {"shop": {"spec": {"apps": [_SHOP]}}}),
+    )
+    async def put_config(request: Request, who: Actor) -> dict[str, Any]:
+        """Replace the whole spec: validated, checked with `haproxy -c`, persisted, applied.
 
-    @app.post(f"{v1}/apps/{{app}}/release", tags=["releases"])
+        Limits: 2,000 apps, 256 listeners, 32 colors an app, 1,000 servers a color,
+        8 pin rules an app, 10 MiB of JSON."""
+        body = await json_body(request, ApplyRequest)
+        return await _services(request).spec.apply(body.spec, actor=who, reason=body.reason)
+
+    @app.post(
+        f"{v1}/apps/{{app}}/release",
+        tags=["releases"],
+        responses=answers(*MUTATION),
+        openapi_extra=body_doc(ReleaseRequest, {"to green": {"to": "green", "reason": "v2"}}),
+    )
     async def release(
-        request: Request, app: AppName, body: ReleaseRequest, who: Actor
+        request: Request,
+        app: AppName,
+        who: Actor,
     ) -> dict[str, Any]:
         """Blue/green: gate on the target color, switch all traffic, read back, drain.
 
         The one-step plan ``[weight: 100]``; answers when the release has ended.
         """
+        body = await json_body(request, ReleaseRequest)
         record = await _services(request).releases.blue_green(
-            _name(app, "app name"),
-            _name(body.to, "color"),
+            app,
+            body.to,
             smoke=body.smoke,
             drain_timeout_ms=body.drain_timeout,
             actor=who,
-            reason=_reason(body.reason),
+            reason=body.reason,
         )
         return record.summary()
 
-    @app.post(f"{v1}/apps/{{app}}/rollback", tags=["releases"])
+    @app.post(
+        f"{v1}/apps/{{app}}/rollback",
+        tags=["releases"],
+        responses=answers(*MUTATION),
+        openapi_extra=body_doc(RollbackRequest, {"rollback": {"reason": "errors up"}}),
+    )
     async def rollback(
-        request: Request, app: AppName, body: RollbackRequest, who: Actor
-    ) -> dict[str, Any]:
-        """Return to the weights before the last change, through the same gates."""
-        return await _services(request).routing.rollback(
-            _name(app, "app name"), actor=who, reason=_reason(body.reason), smoke=body.smoke
-        )
-
-    @app.post(f"{v1}/apps/{{app}}/releases", tags=["releases"])
-    async def start_release(
-        request: Request, app: AppName, body: StartRequest, who: Actor
-    ) -> dict[str, Any]:
-        """Start a progressive release: weight steps, pauses, analysis, webhooks."""
-        record = await _services(request).releases.start(
-            _name(app, "app name"),
-            body.plan,
-            actor=who,
-            reason=_reason(body.reason),
-            wait=body.wait,
-        )
-        return record.summary()
-
-    @app.get(f"{v1}/apps/{{app}}/releases", tags=["releases"])
-    async def list_releases(request: Request, app: AppName) -> list[dict[str, Any]]:
-        """The latest release of each color of the app, newest first."""
-        records = await _services(request).releases.records(_name(app, "app name"))
-        return [r.summary() for r in records]
-
-    @app.get(f"{v1}/apps/{{app}}/releases/history", tags=["releases"])
-    async def release_history(
-        request: Request, app: AppName, limit: Annotated[int, Query(ge=1, le=10_000)] = 100
-    ) -> list[dict[str, Any]]:
-        """Release events from the audit log, newest first."""
-        return await _services(request).releases.history(_name(app, "app name"), limit)
-
-    @app.post(f"{v1}/apps/{{app}}/releases/{{action}}", tags=["releases"])
-    async def steer_release(
         request: Request,
         app: AppName,
-        action: Literal["promote", "pause", "resume", "abort"],
-        body: SteerRequest,
         who: Actor,
     ) -> dict[str, Any]:
-        """Promote (``full``: straight to the final weight), pause, resume or abort
-        (roll back) a release; ``color`` picks one when several are active."""
-        record = await _services(request).releases.steer(
-            _name(app, "app name"),
-            action,
-            color=None if body.color is None else _name(body.color, "color"),
-            full=body.full,
-            actor=who,
-            reason=_reason(body.reason),
+        """Return to the weights before the last change, through the same gates."""
+        body = await json_body(request, RollbackRequest)
+        return await _services(request).routing.rollback(
+            app, actor=who, reason=body.reason, smoke=body.smoke
+        )
+
+    @app.post(
+        f"{v1}/apps/{{app}}/releases",
+        tags=["releases"],
+        responses=answers(*MUTATION),
+        openapi_extra=body_doc(
+            StartRequest,
+            {
+                "canary": {
+                    "plan": {
+                        "to": "green",
+                        "steps": [{"weight": 10}, {"pause": "30s"}, {"weight": 100}],
+                    },
+                    "reason": "v2 canary",
+                }
+            },
+        ),
+    )
+    async def start_release(
+        request: Request,
+        app: AppName,
+        who: Actor,
+    ) -> dict[str, Any]:
+        """Start a progressive release: weight steps, pauses, analysis, webhooks.
+
+        Weight steps must not go down; at most 100 steps and 16 webhooks."""
+        body = await json_body(request, StartRequest)
+        record = await _services(request).releases.start(
+            app, body.plan, actor=who, reason=body.reason, wait=body.wait
         )
         return record.summary()
 
-    @app.put(f"{v1}/apps/{{app}}/weights", tags=["routing"])
+    @app.get(f"{v1}/apps/{{app}}/releases", tags=["releases"], responses=answers(*READ, 404))
+    async def list_releases(request: Request, app: AppName) -> list[dict[str, Any]]:
+        """The latest release of each color of the app, newest first."""
+        records = await _services(request).releases.records(app)
+        return [r.summary() for r in records]
+
+    @app.get(
+        f"{v1}/apps/{{app}}/releases/history", tags=["releases"], responses=answers(*READ, 404)
+    )
+    async def release_history(
+        request: Request, app: AppName, limit: Limit = 100
+    ) -> list[dict[str, Any]]:
+        """Release events from the audit log, newest first."""
+        return await _services(request).releases.history(app, limit)
+
+    def steer(action: Steer, summary: str) -> None:
+        async def steer_release(request: Request, app: AppName, who: Actor) -> dict[str, Any]:
+            body = await json_body(request, SteerRequest)
+            record = await _services(request).releases.steer(
+                app, action, color=body.color, full=body.full, actor=who, reason=body.reason
+            )
+            return record.summary()
+
+        app.post(
+            f"{v1}/apps/{{app}}/releases/{action}",
+            tags=["releases"],
+            name=f"{action}_release",
+            summary=f"{action.capitalize()} a release",
+            description=summary + " ``color`` picks the release when several are active.",
+            responses=answers(*MUTATION),
+            openapi_extra=body_doc(SteerRequest, {action: {"reason": "by hand"}}),
+        )(steer_release)
+
+    steer("promote", "Go to the next step now (``full``: straight to the final weight).")
+    steer("pause", "Hold the release at its current weight.")
+    steer("resume", "Carry on with a paused release.")
+    steer("abort", "Roll the release back: the target returns to its share before it.")
+
+    @app.put(
+        f"{v1}/apps/{{app}}/weights",
+        tags=["routing"],
+        responses=answers(*MUTATION),
+        openapi_extra=body_doc(WeightsRequest, {"split": {"weights": {"blue": 90, "green": 10}}}),
+    )
     async def put_weights(
-        request: Request, app: AppName, body: WeightsRequest, who: Actor
+        request: Request,
+        app: AppName,
+        who: Actor,
     ) -> dict[str, Any]:
-        """Split traffic over any number of colors, in one atomic map change (no reload)."""
-        weights = {_name(c, "color"): w for c, w in body.weights.items()}
+        """Split traffic over any number of colors, in one atomic map change (no reload).
+
+        The weights must sum to 100."""
+        body = await json_body(request, WeightsRequest)
         return await _services(request).routing.shift(
-            _name(app, "app name"),
-            weights,
-            actor=who,
-            reason=_reason(body.reason),
-            smoke=body.smoke,
+            app, dict(body.weights), actor=who, reason=body.reason, smoke=body.smoke
         )
 
-    @app.get(f"{v1}/apps/{{app}}/pins", tags=["routing"])
+    @app.get(f"{v1}/apps/{{app}}/pins", tags=["routing"], responses=answers(*READ, 404))
     async def list_pins(request: Request, app: AppName) -> list[dict[str, str]]:
         """Pinned keys per rule, and their colors."""
-        return await _services(request).pins.pins(_name(app, "app name"))
+        return await _services(request).pins.pins(app)
 
-    @app.put(f"{v1}/apps/{{app}}/pins/{{key:path}}", tags=["routing"])
+    @app.put(
+        f"{v1}/apps/{{app}}/pins/{{key:path}}",
+        tags=["routing"],
+        responses=answers(*MUTATION),
+        openapi_extra=body_doc(PinRequest, {"to red": {"color": "red", "rule": "tenant"}}),
+    )
     async def put_pin(
-        request: Request, app: AppName, key: str, body: PinRequest, who: Actor
+        request: Request,
+        app: AppName,
+        key: PinKey,
+        who: Actor,
     ) -> dict[str, Any]:
-        """Pin a key (tenant, user, network) to a color; pins win over weights."""
+        """Pin a key (tenant, user, network) to a color; pins win over weights.
+
+        The key must suit the rule's source (an address rule takes an address or network);
+        at most 10,000 pinned keys an app."""
+        body = await json_body(request, PinRequest)
         return await _services(request).pins.pin(
-            _name(app, "app name"),
-            key,
-            _name(body.color, "color"),
-            rule=None if body.rule is None else _name(body.rule, "pin rule"),
-            actor=who,
-            reason=_reason(body.reason),
+            app, key, body.color, rule=body.rule, actor=who, reason=body.reason
         )
 
-    @app.delete(f"{v1}/apps/{{app}}/pins/{{key:path}}", tags=["routing"])
+    @app.delete(
+        f"{v1}/apps/{{app}}/pins/{{key:path}}", tags=["routing"], responses=answers(*MUTATION)
+    )
     async def delete_pin(
         request: Request,
         app: AppName,
-        key: str,
+        key: PinKey,
         who: Actor,
-        rule: Annotated[str | None, Query(max_length=64)] = None,
+        rule: Annotated[str | None, Query(pattern=NAME, description="default: the first")] = None,
     ) -> dict[str, Any]:
         """Unpin a key; it returns to weighted routing."""
-        return await _services(request).pins.unpin(
-            _name(app, "app name"),
-            key,
-            rule=None if rule is None else _name(rule, "pin rule"),
-            actor=who,
-            reason=None,
-        )
+        return await _services(request).pins.unpin(app, key, rule=rule, actor=who, reason=None)
 
-    @app.post(f"{v1}/apps/{{app}}/colors/{{color}}/servers", tags=["servers"])
+    @app.post(
+        f"{v1}/apps/{{app}}/colors/{{color}}/servers",
+        tags=["servers"],
+        responses=answers(*MUTATION),
+        openapi_extra=body_doc(ServerRequest, {"add": {"address": "127.0.0.1:9003"}}),
+    )
     async def post_server(
-        request: Request, app: AppName, color: str, body: ServerRequest, who: Actor
-    ) -> dict[str, Any]:
-        """Add a server without reload; it takes traffic only after its checks pass."""
-        return await _services(request).servers.add(
-            _name(app, "app name"),
-            _name(color, "color"),
-            body.address,
-            name=body.name,
-            actor=who,
-            reason=_reason(body.reason),
-        )
-
-    @app.delete(f"{v1}/apps/{{app}}/colors/{{color}}/servers/{{server}}", tags=["servers"])
-    async def delete_server(
-        request: Request, app: AppName, color: str, server: str, who: Actor
-    ) -> dict[str, Any]:
-        """Drain a server until its in-use connections are 0, then remove it, without reload."""
-        return await _services(request).servers.remove(
-            _name(app, "app name"), _name(color, "color"), server, actor=who, reason=None
-        )
-
-    @app.put(f"{v1}/apps/{{app}}/colors/{{color}}/registrations/{{name}}", tags=["servers"])
-    async def put_registration(
         request: Request,
         app: AppName,
-        color: str,
-        name: str,
-        body: RegistrationRequest,
+        color: ColorName,
         who: Actor,
+    ) -> dict[str, Any]:
+        """Add a server without reload; it takes traffic only after its checks pass."""
+        body = await json_body(request, ServerRequest)
+        return await _services(request).servers.add(
+            app, color, body.address, name=body.name, actor=who, reason=body.reason
+        )
+
+    @app.delete(
+        f"{v1}/apps/{{app}}/colors/{{color}}/servers/{{server}}",
+        tags=["servers"],
+        responses=answers(*MUTATION),
+    )
+    async def delete_server(
+        request: Request, app: AppName, color: ColorName, server: ServerName, who: Actor
+    ) -> dict[str, Any]:
+        """Drain a server until its in-use connections are 0, then remove it, without reload."""
+        return await _services(request).servers.remove(app, color, server, actor=who, reason=None)
+
+    @app.put(
+        f"{v1}/apps/{{app}}/colors/{{color}}/registrations/{{name}}",
+        tags=["servers"],
+        responses=answers(*MUTATION),
+        openapi_extra=body_doc(
+            RegistrationRequest, {"join": {"address": "127.0.0.1:9003", "ttl": "10s"}}
+        ),
+    )
+    async def put_registration(
+        request: Request, app: AppName, color: ColorName, name: ServerName, who: Actor
     ) -> dict[str, Any]:
         """Register (or renew: the same PUT again) a server into a color for ``ttl``.
 
         A new one joins without reload through the DRAIN gate; it leaves by itself
         (drained, removed) when it stops renewing."""
+        body = await json_body(request, RegistrationRequest)
         return await _services(request).registrations.register(
-            _name(app, "app name"),
-            _name(color, "color"),
-            names.check(names.SERVER_NAME, name, "server name"),
-            body.address,
-            ttl_ms=body.ttl,
-            actor=who,
+            app, color, name, body.address, ttl_ms=body.ttl, actor=who
         )
 
-    @app.delete(f"{v1}/apps/{{app}}/colors/{{color}}/registrations/{{name}}", tags=["servers"])
+    @app.delete(
+        f"{v1}/apps/{{app}}/colors/{{color}}/registrations/{{name}}",
+        tags=["servers"],
+        responses=answers(*MUTATION),
+    )
     async def delete_registration(
-        request: Request, app: AppName, color: str, name: str, who: Actor
+        request: Request, app: AppName, color: ColorName, name: ServerName, who: Actor
     ) -> dict[str, Any]:
         """Deregister a server now: it is drained and removed, without reload."""
-        return await _services(request).registrations.deregister(
-            _name(app, "app name"),
-            _name(color, "color"),
-            names.check(names.SERVER_NAME, name, "server name"),
-            actor=who,
-        )
+        return await _services(request).registrations.deregister(app, color, name, actor=who)
 
-    @app.get(f"{v1}/apps/{{app}}/registrations", tags=["servers"])
+    @app.get(f"{v1}/apps/{{app}}/registrations", tags=["servers"], responses=answers(*READ, 404))
     async def list_registrations(request: Request, app: AppName) -> list[dict[str, Any]]:
         """Every server registered into the app's colors, with the seconds left on each."""
-        return await _services(request).registrations.list(_name(app, "app name"))
+        return await _services(request).registrations.list(app)
 
-    @app.get(f"{v1}/nodes", tags=["nodes"])
+    @app.get(f"{v1}/nodes", tags=["nodes"], responses=answers(*READ))
     async def list_nodes(request: Request) -> list[dict[str, Any]]:
         """Every HAProxy node: state, address, applied revision, lag, heartbeat, HAProxy,
         drift and last error."""
         return await _services(request).status.nodes()
 
-    @app.delete(f"{v1}/nodes/{{node}}", tags=["nodes"])
-    async def forget_node(
-        request: Request, node: Annotated[str, Path(max_length=64)], who: Actor
-    ) -> dict[str, Any]:
+    @app.delete(f"{v1}/nodes/{{node}}", tags=["nodes"], responses=answers(*MUTATION))
+    async def forget_node(request: Request, node: NodeName, who: Actor) -> dict[str, Any]:
         """Forget a lost node: releases stop waiting for it (it rejoins by starting again)."""
-        return await _services(request).status.forget(_name(node, "node name"), actor=who)
+        return await _services(request).status.forget(node, actor=who)
 
-    @app.get(f"{v1}/dns-weights", tags=["apps"])
+    @app.get(f"{v1}/dns-weights", tags=["apps"], responses=answers(*READ, 404))
     async def dns_weights(
         request: Request,
-        app: Annotated[str | None, Query(max_length=64)] = None,
-        format: Literal["json", "route53"] = "json",
+        app: Annotated[
+            str | None, Query(pattern=NAME, description="one app (default: every app)")
+        ] = None,
+        format: Annotated[
+            Literal["json", "route53"], Query(description="route53: a change batch")
+        ] = "json",
     ) -> Any:
         """Per app and node, the share of healthy servers of the colors carrying traffic
         (0..100); ``format=route53``: a change batch of weighted records, one per node."""
         services = _services(request)
-        name = None if app is None else _name(app, "app name")
         if format == "route53":
-            return await services.dns.route53(name)
-        return await services.dns.weights(name)
+            return await services.dns.route53(app)
+        return await services.dns.weights(app)
 
-    @app.get(f"{v1}/apps/{{app}}/history", tags=["apps"])
+    @app.get(f"{v1}/apps/{{app}}/history", tags=["apps"], responses=answers(*READ, 404))
     async def app_history(
-        request: Request, app: AppName, limit: Annotated[int, Query(ge=1, le=10_000)] = 50
+        request: Request, app: AppName, limit: Limit = 50
     ) -> list[dict[str, Any]]:
         """The app's audit log, newest first."""
-        return await _services(request).status.history(_name(app, "app name"), limit)
+        return await _services(request).status.history(app, limit)
 
-    @app.get(f"{v1}/history", tags=["node"])
-    async def history(
-        request: Request, limit: Annotated[int, Query(ge=1, le=10_000)] = 50
-    ) -> list[dict[str, Any]]:
+    @app.get(f"{v1}/history", tags=["node"], responses=answers(*READ))
+    async def history(request: Request, limit: Limit = 50) -> list[dict[str, Any]]:
         """The whole audit log, newest first."""
         return await _services(request).status.history(None, limit)
 

@@ -1,14 +1,16 @@
 """The CLI's view of a Prism server: where it is, its token, and its API.
 
-Problem responses are turned back into the matching :class:`PrismError`
-subclass, so a CLI command exits with the same code the server's error
-carries.
+Problem responses are turned back into the :class:`PrismError` subclass their
+``type`` URI names, so a CLI command exits with the same code the server's
+error carries. HTTPS certificates are verified: against ``--cacert`` /
+``$PRISM_CACERT`` when given, else the system's trust store.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ from typing import Any
 import httpx
 
 from prism import errors
-from prism.errors import PrismError, Unavailable
+from prism.errors import InvalidInput, PrismError, Unavailable
 from prism.node.files import read_text
 from prism.node.paths import default_state_dir
 
@@ -24,21 +26,21 @@ __all__ = ["ApiClient", "Target", "locate"]
 
 DEFAULT_URL = "http://127.0.0.1:7070"
 
-# Every error class of the tree, by the title the API's problem answers carry.
-_BY_TITLE: dict[str, type[PrismError]] = {
-    cls.title: cls
-    for cls in (getattr(errors, name) for name in errors.__all__)
-    if isinstance(cls, type) and issubclass(cls, PrismError)
-}
+# Every error class of the tree, by the type URI the API's problem answers carry.
+_BY_TYPE: dict[str, type[PrismError]] = {cls.type_uri: cls for cls in errors.error_classes()}
 
 
 @dataclass(frozen=True)
 class Target:
     url: str
     token: str | None
+    #: the CA certificate(s) that sign the server's TLS certificate (None: the system's)
+    cacert: Path | None = None
 
 
-def locate(url: str | None, token: str | None, state_dir: Path | None) -> Target:
+def locate(
+    url: str | None, token: str | None, state_dir: Path | None, cacert: Path | None = None
+) -> Target:
     """Find the server: --url, $PRISM_URL, the state dir's server.json, then the default.
 
     The token comes from --token, $PRISM_TOKEN, or the serving state dir's token file.
@@ -59,7 +61,29 @@ def locate(url: str | None, token: str | None, state_dir: Path | None) -> Target
             resolved_token = (read_text(token_dir / "token") or "").strip() or None
         except PermissionError:
             resolved_token = None
-    return Target(str(resolved_url).rstrip("/"), resolved_token)
+    return Target(str(resolved_url).rstrip("/"), resolved_token, cacert)
+
+
+def _verify(cacert: Path | None) -> ssl.SSLContext:
+    """Certificates are always verified: against ``cacert`` when given."""
+    if cacert is None:
+        return ssl.create_default_context()
+    try:
+        return ssl.create_default_context(cafile=str(cacert))
+    except (OSError, ssl.SSLError) as exc:
+        raise InvalidInput(
+            f"cannot use {cacert} as a CA certificate: {exc}",
+            hint="--cacert / PRISM_CACERT takes a PEM file of CA certificates",
+        ) from exc
+
+
+def _untrusted(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 class ApiClient:
@@ -71,7 +95,12 @@ class ApiClient:
         if target.token:
             headers["Authorization"] = f"Bearer {target.token}"
         self._client = httpx.AsyncClient(
-            base_url=f"{target.url}/api/v1", headers=headers, timeout=timeout, trust_env=False
+            base_url=f"{target.url}/api/v1",
+            headers=headers,
+            timeout=timeout,
+            trust_env=False,
+            # plain http never needs the trust store (loading it costs start-up time)
+            verify=_verify(target.cacert) if target.url.startswith("https:") else True,
         )
 
     async def __aenter__(self) -> ApiClient:
@@ -84,6 +113,13 @@ class ApiClient:
         try:
             reply = await self._client.request(method, path, json=body)
         except httpx.HTTPError as exc:
+            untrusted = _untrusted(exc)
+            if untrusted is not None:
+                raise Unavailable(
+                    f"cannot reach Prism at {self.target.url}: its TLS certificate is not"
+                    f" trusted ({untrusted.verify_message})",
+                    hint="pass the CA that signed it with --cacert FILE or PRISM_CACERT",
+                ) from exc
             raise Unavailable(
                 f"cannot reach Prism at {self.target.url}: {type(exc).__name__}",
                 hint="start `prism serve` or `prism demo`, or point --url / PRISM_URL at it",
@@ -103,12 +139,15 @@ def _error_from(reply: httpx.Response) -> PrismError:
         body = {"detail": reply.text[:500]}
     if not isinstance(body, dict):
         body = {"detail": str(body)[:500]}
-    cls = _BY_TITLE.get(str(body.get("title")), PrismError)
+    cls = _BY_TYPE.get(str(body.get("type")), PrismError)
     extra = {
         k: v for k, v in body.items() if k not in ("type", "title", "status", "detail", "hint")
     }
-    return cls(
-        str(body.get("detail") or f"HTTP {reply.status_code}"), hint=body.get("hint"), detail=extra
+    hint = body.get("hint")
+    return cls.restore(
+        str(body.get("detail") or f"HTTP {reply.status_code}"),
+        hint=hint if isinstance(hint, str) else None,
+        detail=extra,
     )
 
 

@@ -59,11 +59,17 @@ def run(coro: Awaitable[T]) -> T:
 
 
 class Ctx:
-    def __init__(self, url: str | None, token: str | None, state_dir: Path | None) -> None:
-        self.url, self.token, self.state_dir = url, token, state_dir
+    def __init__(
+        self,
+        url: str | None,
+        token: str | None,
+        state_dir: Path | None,
+        cacert: Path | None = None,
+    ) -> None:
+        self.url, self.token, self.state_dir, self.cacert = url, token, state_dir, cacert
 
     def client(self) -> ApiClient:
-        return ApiClient(locate(self.url, self.token, self.state_dir))
+        return ApiClient(locate(self.url, self.token, self.state_dir, self.cacert))
 
     async def call(self, method: str, path: str, body: Any = None) -> Any:
         async with self.client() as api:

@@ -85,6 +85,38 @@ def _store(kwargs: dict[str, Any]) -> Any:
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="API address")
 @click.option("--port", default=7070, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--tls-cert", type=_FILE, help="serve the API over HTTPS with this PEM certificate")
+@click.option("--tls-key", type=_FILE, help="the PEM private key of --tls-cert")
+@click.option(
+    "--insecure-bind",
+    is_flag=True,
+    help="allow plain HTTP on a non-loopback --host (something else must encrypt it)",
+)
+@click.option(
+    "--rate-limit",
+    "rate",
+    default="20/s",
+    show_default=True,
+    help="changes per token: N/s, N/m or N/h, or 'off'",
+)
+@click.option(
+    "--rate-burst",
+    type=click.IntRange(1, 100_000),
+    help="changes a token may make at once on top of the rate [default: 2 s worth]",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one object per line (time, level, logger, message, request id, ...)",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
 @haproxy_options
 @click.option(
     "--converge-timeout",
@@ -103,11 +135,21 @@ def serve(ctx: Ctx, /, **kwargs: Any) -> None:
     --stop-haproxy); the next `prism serve` on the same state directory adopts
     it. With --store etcd://...: a control plane of a fleet whose nodes run
     `prism agent`; several may share the store, the leader drives releases.
-    """
-    from prism.node.paths import default_state_dir
-    from prism.serve.http import ServeOptions, serve_forever
-    from prism.serve.lifespan import ServiceOptions
 
+    The API binds to a non-loopback --host only with TLS (--tls-cert and
+    --tls-key) or --insecure-bind.
+    """
+    from prism.errors import InvalidInput
+    from prism.node.paths import default_state_dir
+    from prism.serve.http import ServeOptions, parse_rate, serve_forever
+    from prism.serve.lifespan import ServiceOptions
+    from prism.serve.logs import configure_logging
+
+    try:
+        rate = parse_rate(kwargs["rate"], kwargs["rate_burst"])
+    except ValueError as exc:
+        raise InvalidInput(f"--rate-limit: {exc}") from None
+    configure_logging(kwargs["log_format"], kwargs["log_level"])
     store = _store(kwargs)
     options = ServiceOptions(
         state_dir=ctx.state_dir or default_state_dir(),
@@ -118,7 +160,16 @@ def serve(ctx: Ctx, /, **kwargs: Any) -> None:
         converge_timeout=kwargs["converge_timeout"],
         store=store,
     )
-    run(serve_forever(ServeOptions(service=options, host=kwargs["host"], port=kwargs["port"])))
+    serving = ServeOptions(
+        service=options,
+        host=kwargs["host"],
+        port=kwargs["port"],
+        tls_cert=kwargs["tls_cert"],
+        tls_key=kwargs["tls_key"],
+        insecure_bind=kwargs["insecure_bind"],
+        rate=rate,
+    )
+    run(serve_forever(serving))
 
 
 @click.command()

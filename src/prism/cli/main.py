@@ -40,10 +40,22 @@ __all__ = ["main"]
     envvar="PRISM_STATE_DIR",
     help="state directory [env PRISM_STATE_DIR; default ~/.local/state/prism]",
 )
+@click.option(
+    "--cacert",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="PRISM_CACERT",
+    help="CA certificate to verify an https:// server with [env PRISM_CACERT]",
+)
 @click.pass_context
-def cli(ctx: click.Context, url: str | None, token: str | None, state_dir: Path | None) -> None:
+def cli(
+    ctx: click.Context,
+    url: str | None,
+    token: str | None,
+    state_dir: Path | None,
+    cacert: Path | None,
+) -> None:
     """Prism: safe releases on HAProxy — blue/green, canaries, rainbow deployments."""
-    ctx.obj = Ctx(url, token, state_dir)
+    ctx.obj = Ctx(url, token, state_dir, cacert)
 
 
 @cli.command()

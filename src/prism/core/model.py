@@ -29,6 +29,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
@@ -36,15 +37,23 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
     ValidationError,
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, core_schema
 
 from prism import names
 from prism.errors import InvalidInput
 
 __all__ = [
+    "BIND_PATTERN",
+    "HOSTPORT_PATTERN",
+    "MAX_APPS",
+    "MAX_LISTENERS",
     "RETRY_ON",
     "SLOT_PREFIX",
     "App",
@@ -64,6 +73,7 @@ __all__ = [
     "Stickiness",
     "backend_name",
     "error_lines",
+    "json_pattern",
     "parse_duration_ms",
     "parse_model",
     "split_bind",
@@ -91,16 +101,65 @@ def parse_duration_ms(value: object) -> int:
     raise ValueError("a duration is a number of ms or a string like '500ms', '2s', '1m'")
 
 
-DurationMs = Annotated[int, BeforeValidator(parse_duration_ms)]
+#: the most apps and shared listeners one spec may declare
+MAX_APPS = 2000
+MAX_LISTENERS = 256
 
 
-def _pattern_validator(pattern: re.Pattern[str], what: str) -> BeforeValidator:
-    def validate(value: object) -> str:
-        if not isinstance(value, str) or pattern.fullmatch(value) is None:
-            raise ValueError(f"invalid {what}: must match {pattern.pattern}")
+def json_pattern(pattern: re.Pattern[str] | str) -> str:
+    """A :mod:`prism.names` pattern as an anchored JSON Schema (ECMA-262) pattern."""
+    text = pattern if isinstance(pattern, str) else pattern.pattern
+    return "^(?:" + text.replace(r"\Z", "$") + ")$"
+
+
+_DURATION_TEXT = r"\d{1,9}(ms|s|m|h)?"
+
+
+@dataclass(frozen=True)
+class _DurationSchema:
+    """A duration's JSON Schema: milliseconds, or a string like ``500ms``, ``2s``, ``1m``."""
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        milliseconds = handler(schema)
+        milliseconds.setdefault("minimum", 0)
+        return {
+            "anyOf": [
+                milliseconds,
+                {"type": "string", "pattern": json_pattern(_DURATION_TEXT), "examples": ["30s"]},
+            ]
+        }
+
+
+DurationMs = Annotated[int, BeforeValidator(parse_duration_ms), _DurationSchema()]
+
+
+@dataclass(frozen=True)
+class _Matches:
+    """A str that must fully match ``pattern``; its JSON Schema carries the pattern."""
+
+    pattern: re.Pattern[str]
+    what: str
+
+    def validate(self, value: object) -> str:
+        if not isinstance(value, str) or self.pattern.fullmatch(value) is None:
+            raise ValueError(f"invalid {self.what}: must match {self.pattern.pattern}")
         return value
 
-    return BeforeValidator(validate)
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        return core_schema.no_info_before_validator_function(self.validate, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {**handler(schema), "pattern": json_pattern(self.pattern)}
+
+
+def _pattern_validator(pattern: re.Pattern[str], what: str) -> _Matches:
+    return _Matches(pattern, what)
 
 
 Name = Annotated[str, _pattern_validator(names.NAME, "name")]
@@ -113,6 +172,11 @@ Text = Annotated[str, _pattern_validator(names.TEXT, "text")]
 Port = Annotated[int, Field(ge=1, le=65535, strict=True)]
 HeaderName = Annotated[str, _pattern_validator(names.HEADER_NAME, "header name")]
 CookieName = Annotated[str, _pattern_validator(names.COOKIE_NAME, "cookie name")]
+
+# What split_hostport and split_bind accept, for the JSON Schema.
+_PORT_TEXT = r"0*(?:[1-9]\d{0,3}|[1-5]\d{4}|6[0-4]\d{3}|65[0-4]\d{2}|655[0-2]\d|6553[0-5])"
+HOSTPORT_PATTERN = json_pattern(f"(?:{names.ADDRESS.pattern}):{_PORT_TEXT}")
+BIND_PATTERN = json_pattern(rf"(?:\*|{names.ADDRESS.pattern}):{_PORT_TEXT}")
 
 
 def split_hostport(value: object) -> tuple[str, int]:
@@ -133,6 +197,26 @@ def split_bind(value: object) -> tuple[str, int]:
     if isinstance(value, str) and value.startswith("*:"):
         return "*", split_hostport("0.0.0.0" + value[1:])[1]
     return split_hostport(value)
+
+
+# Header, cookie and query names together (which applies depends on the source).
+_ANY_NAME = r"[A-Za-z][A-Za-z0-9_.-]{0,63}"
+
+
+def _servers_schema(schema: JsonSchemaValue) -> None:
+    """A color's servers: full mappings, ``host:port`` strings or ``{address, name}``."""
+    items = schema.get("items", {})
+    shorthand = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["address"],
+        "properties": {
+            "address": {"type": "string", "pattern": HOSTPORT_PATTERN},
+            "name": {"type": "string", "pattern": json_pattern(names.SERVER_NAME)},
+        },
+    }
+    schema["items"] = {"anyOf": [items, {"type": "string", "pattern": HOSTPORT_PATTERN}, shorthand]}
+    schema["maxItems"] = 1000
 
 
 class _Frozen(BaseModel):
@@ -174,7 +258,7 @@ class Stickiness(_Frozen):
     """
 
     source: Literal["none", "cookie", "header"] = "none"
-    name: str | None = None
+    name: str | None = Field(default=None, json_schema_extra={"pattern": json_pattern(_ANY_NAME)})
     set_cookie: bool = False
     max_age_s: int = Field(default=31_536_000, ge=60, le=315_360_000, strict=True)
 
@@ -203,7 +287,7 @@ class PinRule(_Frozen):
 
     name: Name
     source: Literal["header", "cookie", "query", "address"]
-    key: str | None = None
+    key: str | None = Field(default=None, json_schema_extra={"pattern": json_pattern(_ANY_NAME)})
 
     @model_validator(mode="after")
     def _consistent(self) -> PinRule:
@@ -293,7 +377,7 @@ def _servers_from_shorthand(value: object) -> object:
             out.append({"name": f"s{index}", **rest, "host": host, "port": port})
         else:
             out.append(item)
-    return out
+    return tuple(out)  # a tuple: strict validation takes no list from Python
 
 
 #: server-template slots are named srv1, srv2 ...: declared servers may not take those names
@@ -332,7 +416,11 @@ class Color(_Frozen):
 
     name: Name
     version: VersionLabel = "unversioned"
-    servers: Annotated[tuple[Server, ...], BeforeValidator(_servers_from_shorthand)] = ()
+    servers: Annotated[
+        tuple[Server, ...],
+        BeforeValidator(_servers_from_shorthand),
+        Field(json_schema_extra=_servers_schema),
+    ] = ()
     discovery: Discovery | None = None
 
     @field_validator("servers")
@@ -367,7 +455,7 @@ class Listener(_Frozen):
     """A shared listener; apps on it are told apart by their ``host``."""
 
     name: Name
-    bind: str
+    bind: str = Field(json_schema_extra={"pattern": BIND_PATTERN})
 
     @field_validator("bind")
     @classmethod
@@ -470,7 +558,7 @@ class App(_Frozen):
     """One service behind one listener, with its colors."""
 
     name: Name
-    bind: str | None = None
+    bind: str | None = Field(default=None, json_schema_extra={"pattern": BIND_PATTERN})
     listener: Name | None = None
     host: Hostname | None = None
     stable: Name
@@ -489,9 +577,9 @@ class App(_Frozen):
     dns: DnsExport | None = None
     drain_timeout_ms: DurationMs = Field(default=30_000, ge=0, le=3_600_000)
     stickiness: Stickiness = Stickiness()
-    pins: tuple[PinRule, ...] = ()
+    pins: tuple[PinRule, ...] = Field(default=(), json_schema_extra={"maxItems": 8})
     maintenance: Maintenance = Maintenance()
-    colors: tuple[Color, ...]
+    colors: tuple[Color, ...] = Field(json_schema_extra={"minItems": 1, "maxItems": 32})
 
     @field_validator("bind")
     @classmethod
@@ -568,8 +656,8 @@ class App(_Frozen):
 class Spec(_Frozen):
     """Everything a ``prism.yaml`` declares."""
 
-    listeners: tuple[Listener, ...] = ()
-    apps: tuple[App, ...] = ()
+    listeners: tuple[Listener, ...] = Field(default=(), max_length=MAX_LISTENERS)
+    apps: tuple[App, ...] = Field(default=(), max_length=MAX_APPS)
 
     @model_validator(mode="after")
     def _consistent(self) -> Spec:

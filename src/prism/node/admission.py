@@ -56,6 +56,11 @@ def check_ports_free(old: Spec, new: Spec, admin_port: int) -> None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind((host, port))
+            except socket.gaierror as exc:
+                raise InvalidInput(
+                    f"cannot listen on {bind[:80]}: {host!r} does not resolve ({exc.strerror})",
+                    hint="bind an address or a name of this machine; nothing was changed",
+                ) from exc
             except OSError as exc:
                 if exc.errno in (errno.EADDRINUSE, errno.EACCES):
                     raise InvalidInput(

@@ -22,9 +22,10 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
+from pydantic.json_schema import JsonSchemaValue
 
 from prism import names
-from prism.core.model import DurationMs, Name, _Frozen, parse_duration_ms
+from prism.core.model import DurationMs, Name, _Frozen, json_pattern, parse_duration_ms
 
 __all__ = [
     "Analysis",
@@ -64,7 +65,7 @@ class Analysis(_Frozen):
 class Webhook(_Frozen):
     """Where release events are POSTed as JSON."""
 
-    url: str
+    url: str = Field(json_schema_extra={"pattern": json_pattern(_URL)})
     timeout_ms: DurationMs = Field(default=3000, ge=10, le=60_000)
     retries: int = Field(default=3, ge=0, le=10, strict=True)
     events: tuple[str, ...] | None = None
@@ -82,8 +83,18 @@ class WeightStep(_Frozen):
     source: Name | None = None
 
 
+def _pause_schema(schema: JsonSchemaValue) -> None:
+    """A pause is a duration (ms or ``30s``) or ``manual``."""
+    schema.pop("anyOf", None)
+    schema["anyOf"] = [
+        {"type": "integer", "minimum": 0},
+        {"type": "string", "pattern": json_pattern(r"\d{1,9}(ms|s|m|h)?")},
+        {"const": "manual"},
+    ]
+
+
 class PauseStep(_Frozen):
-    pause: int | Literal["manual"]
+    pause: int | Literal["manual"] = Field(json_schema_extra=_pause_schema)
 
     @field_validator("pause", mode="before")
     @classmethod
@@ -104,11 +115,15 @@ class ReleasePlan(_Frozen):
     """A target color and the steps that move traffic to it."""
 
     to: Name
-    steps: tuple[Step, ...] = (WeightStep(weight=100),)
+    steps: tuple[Step, ...] = Field(
+        default=(WeightStep(weight=100),),
+        # at least one weight step
+        json_schema_extra={"maxItems": 100, "contains": {"required": ["weight"]}},
+    )
     analysis: Analysis = Analysis()
     smoke: bool = True
     drain_timeout_ms: DurationMs | None = None
-    webhooks: tuple[Webhook, ...] = ()
+    webhooks: tuple[Webhook, ...] = Field(default=(), max_length=16)
     confirm: Webhook | None = None
 
     @model_validator(mode="after")

@@ -5,15 +5,18 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from prism.core.keys import dump, pin_key
+from prism.core.keys import PINS, dump, pin_key
 from prism.core.model import App
 from prism.core.state import DesiredState
 from prism.dataplane.change import Changes
-from prism.errors import NotFound
+from prism.errors import NotFound, TooLarge
 from prism.store.desired import load_state
 from prism.types import AuditDraft, Compare, Delete, Put, Store
 
-__all__ = ["PinService", "pin_list"]
+__all__ = ["MAX_PINS", "PinService", "pin_list"]
+
+#: pinned keys one app may have (each is a map entry in every HAProxy)
+MAX_PINS = 10_000
 
 
 def pin_list(state: DesiredState, app: App) -> list[dict[str, str]]:
@@ -57,6 +60,14 @@ class PinService:
         old = await self.store.get(entry_key)
         if old is not None and json.loads(old.value)["color"] == color:
             return {"rule": the_rule.name, "key": key, "color": color, "changed": False}
+        if old is None:
+            pinned, _ = await self.store.stamp(f"{PINS}{app.name}/")
+            if pinned >= MAX_PINS:
+                raise TooLarge(
+                    f"{app.name!r} already has {pinned} pinned keys, the most it may have",
+                    hint="unpin keys it no longer needs; nothing was changed",
+                    detail={"limit": MAX_PINS},
+                )
         applied = await self.changes.commit(
             [Put(entry_key, dump({"color": color}))],
             expect=[Compare(entry_key, old.mod_revision if old else 0)],

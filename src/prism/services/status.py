@@ -228,6 +228,7 @@ class StatusService:
                 "app": r.app,
                 "detail": r.detail,
                 "reason": r.reason,
+                "request_id": r.request_id,
             }
             for r in records
         ]

@@ -330,6 +330,8 @@ def _audit_body(audit: AuditDraft, at: float) -> dict[str, Any]:
         "detail": audit.detail,
         "reason": audit.reason,
     }
+    if audit.request_id is not None:
+        body["request_id"] = audit.request_id
     _audit_value(body)  # fail on bad detail before anything is sent
     return body
 
@@ -1244,6 +1246,8 @@ class EtcdStore:
                 app=body["app"],
                 detail=body["detail"],
                 reason=body["reason"],
+                # absent from records written before Prism kept it
+                request_id=body.get("request_id"),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise StoreError(

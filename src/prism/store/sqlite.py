@@ -1,13 +1,13 @@
 """Desired state in one SQLite file: the embedded implementation of :class:`prism.types.Store`.
 
-Schema (version 1)::
+Schema (version 3)::
 
     schema_version(version)                       one row: the applied migration level
     counter(id = 1, revision)                     one row: the global revision
     kv(key PK, value, create_revision, mod_revision, lease)
     leases(id PK, ttl, expires_at)                a key's lease ends it when it expires
     changes(id PK, revision, key, kind, value)    every put/delete, in order; feeds watch
-    audit(id PK, revision, at, actor, action, app, detail JSON, reason)
+    audit(id PK, revision, at, actor, action, app, detail JSON, reason, request_id)
 
 Every ``commit`` is one ``BEGIN IMMEDIATE`` transaction taking the next
 revision, so kv, change log and audit log never disagree. ``watch`` replays the
@@ -96,6 +96,8 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE kv ADD COLUMN lease INTEGER",
         "CREATE INDEX kv_by_lease ON kv (lease) WHERE lease IS NOT NULL",
     ),
+    # the API request that made the change (None: not made through the API)
+    ("ALTER TABLE audit ADD COLUMN request_id TEXT",),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -164,11 +166,13 @@ def _check_ops(ops: Sequence[Put | Delete], expect: Sequence[Compare]) -> None:
             )
 
 
-_SELECT_AUDIT = "SELECT id, revision, at, actor, action, app, detail, reason FROM audit"
+_SELECT_AUDIT = "SELECT id, revision, at, actor, action, app, detail, reason, request_id FROM audit"
 
 
 def _audit_record(row: tuple[Any, ...]) -> AuditRecord:
-    return AuditRecord(row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6]), row[7])
+    return AuditRecord(
+        row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6]), row[7], row[8]
+    )
 
 
 def _create_private(path: Path) -> None:
@@ -557,9 +561,18 @@ class SqliteStore:
     ) -> AuditRecord:
         at = self._clock.now() if self._clock else time.time()
         cursor = conn.execute(
-            "INSERT INTO audit (revision, at, actor, action, app, detail, reason)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (revision, at, audit.actor, audit.action, audit.app, detail, audit.reason),
+            "INSERT INTO audit (revision, at, actor, action, app, detail, reason, request_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                revision,
+                at,
+                audit.actor,
+                audit.action,
+                audit.app,
+                detail,
+                audit.reason,
+                audit.request_id,
+            ),
         )
         # Read it back, so the record returned equals what audit() will list.
         row = conn.execute(_SELECT_AUDIT + " WHERE id = ?", (cursor.lastrowid,))

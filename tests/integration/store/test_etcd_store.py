@@ -256,7 +256,8 @@ async def test_stamp_changes_with_every_commit_under_its_prefix(store: EtcdStore
 async def test_audit_is_newest_first_and_filters_by_app(
     etcd_server: EtcdServer, open_store: OpenStore
 ) -> None:
-    """audit() lists newest first, honours limit, and can keep only one app's records."""
+    """audit() lists newest first, honours limit, and can keep only one app's records; a
+    record keeps the request id it was made with."""
     clock = FakeClock()
     store = await open_store(etcd_server.url(unique_prefix()), clock=clock)
     r1 = await store.commit(
@@ -266,8 +267,9 @@ async def test_audit_is_newest_first_and_filters_by_app(
     clock.t += 1
     r2 = await store.commit([Put("/apps/blog", "{}")], audit=AuditDraft("bob", "create", "blog"))
     clock.t += 1
-    await store.record(AuditDraft("eve", "refuse", "shop", {"why": ["gate"]}))
+    await store.record(AuditDraft("eve", "refuse", "shop", {"why": ["gate"]}, request_id="r-9"))
     records = await store.audit()
+    assert [r.request_id for r in records] == ["r-9", None, None]
     assert [(r.actor, r.revision, r.at) for r in records] == [
         ("eve", r2, 1002.0),
         ("bob", r2, 1001.0),

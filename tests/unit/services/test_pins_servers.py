@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from prism.errors import Conflict, GateFailed, InvalidInput, NotFound
+from prism.errors import Conflict, GateFailed, InvalidInput, NotFound, TooLarge
+from prism.services import pins
 from tests.unit.services.conftest import Rig
 
 
@@ -35,6 +36,24 @@ async def test_a_refused_pin_leaves_the_old_pin(rig: Rig) -> None:
     assert await rig.pins.pins("shop") == [
         {"rule": "tenant", "source": "header", "key": "acme", "color": "red"}
     ]
+
+
+async def test_pins_past_the_limit_are_refused_and_change_nothing(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At the limit a new key is refused with 413 (its limit named); moving a pinned key
+    to another color still works."""
+    monkeypatch.setattr(pins, "MAX_PINS", 2)
+    for key in ("acme", "globex"):
+        await rig.pins.pin("shop", key, "red", rule=None, actor="ann", reason=None)
+    revision = await rig.store.revision()
+    with pytest.raises(TooLarge, match="already has 2 pinned keys") as refused:
+        await rig.pins.pin("shop", "initech", "red", rule=None, actor="ann", reason=None)
+    assert refused.value.status == 413
+    assert refused.value.detail == {"limit": 2}
+    assert await rig.store.revision() == revision
+    moved = await rig.pins.pin("shop", "acme", "green", rule=None, actor="ann", reason=None)
+    assert moved["changed"] is True
 
 
 @pytest.mark.parametrize("key", ["a b", "x;y", "#1", "", "k\n"])

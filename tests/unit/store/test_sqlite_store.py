@@ -412,6 +412,7 @@ async def test_a_version_one_file_is_migrated_and_keeps_its_entries(tmp_path: Pa
         conn.execute("DROP INDEX kv_by_lease")
         conn.execute("DROP TABLE leases")
         conn.execute("ALTER TABLE kv DROP COLUMN lease")
+        conn.execute("ALTER TABLE audit DROP COLUMN request_id")
         conn.execute("UPDATE schema_version SET version = 1")
     conn.close()
     async with await SqliteStore.open(path) as store:
@@ -422,7 +423,23 @@ async def test_a_version_one_file_is_migrated_and_keeps_its_entries(tmp_path: Pa
         version = conn.execute("SELECT version FROM schema_version").fetchone()[0]
     conn.close()
     assert {"kv_revisions", "leases", "kv_by_lease"} <= names
-    assert version == SCHEMA_VERSION == 3
+    assert version == SCHEMA_VERSION == 4
+
+
+async def test_a_version_three_file_gains_request_ids_and_keeps_its_audit(tmp_path: Path) -> None:
+    """Audit records written before request ids were kept read back with none; new ones
+    carry theirs."""
+    path = tmp_path / "prism.db"
+    async with await SqliteStore.open(path) as store:
+        await store.commit([Put("/apps/a", "1")], audit=AuditDraft(actor="t", action="old"))
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE audit DROP COLUMN request_id")
+        conn.execute("UPDATE schema_version SET version = 3")
+    conn.close()
+    async with await SqliteStore.open(path) as store:
+        await store.record(AuditDraft(actor="t", action="new", request_id="req-1"))
+        records = await store.audit(limit=10)
+    assert [(r.action, r.request_id) for r in records] == [("new", "req-1"), ("old", None)]
 
 
 async def test_unusable_paths_raise_store_error_with_hint(tmp_path: Path) -> None:
