@@ -710,8 +710,27 @@ def error_lines(errors: Iterable[Mapping[str, Any]]) -> list[str]:
         if loc[:1] == ["body"]:
             loc = loc[1:]
         where = ".".join(str(p) for p in loc) or "(top)"
-        lines.append(f"{where}: {error.get('msg', 'invalid')}")
+        lines.append(f"{where}: {_message(error, loc)}")
     return lines
+
+
+# What a pattern mismatch means, by the field's name: the pattern itself reads like noise.
+_PATTERN_MEANS = {
+    "address": "not HOST:PORT with a port of 1-65535",
+    "bind": "not [HOST]:PORT with a port of 1-65535",
+}
+
+
+def _message(error: Mapping[str, Any], loc: list[Any]) -> str:
+    if error.get("type") != "string_pattern_mismatch":
+        return str(error.get("msg", "invalid"))
+    field = str(loc[-1]) if loc else ""
+    if field in _PATTERN_MEANS:
+        return _PATTERN_MEANS[field]
+    pattern = str(error.get("ctx", {}).get("pattern", ""))
+    if 0 < len(pattern) <= 48:
+        return f"should match {pattern}"
+    return "not in the form the API's schema gives for it (see /api/v1/openapi.json)"
 
 
 def parse_model(model: type[M], data: Any, *, source: str = "input") -> M:

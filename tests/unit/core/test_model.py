@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from prism.core.model import Spec, parse_duration_ms, parse_model
+from prism.core.model import Spec, error_lines, parse_duration_ms, parse_model
 from prism.core.state import DesiredState, Routing
 from prism.errors import InvalidInput
 
@@ -275,3 +275,28 @@ def test_hostile_load_balancing_settings_rejected(app: dict[str, Any], why: str)
     """Every new setting is checked against what HAProxy 2.8 accepts, strictly typed."""
     with pytest.raises(InvalidInput, match=why):
         parse_model(Spec, spec_data(**app))
+
+
+def test_pattern_mismatches_read_as_what_was_expected() -> None:
+    """A long pattern is not shown (it reads like noise): addresses say HOST:PORT, short
+    patterns are shown, anything else points at the schema."""
+    errors = [
+        {
+            "type": "string_pattern_mismatch",
+            "loc": ("body", "address"),
+            "ctx": {"pattern": "x" * 90},
+        },
+        {
+            "type": "string_pattern_mismatch",
+            "loc": ("path", "name"),
+            "ctx": {"pattern": "^[a-z]+$"},
+        },
+        {"type": "string_pattern_mismatch", "loc": ("query", "key"), "ctx": {"pattern": "y" * 90}},
+        {"type": "missing", "loc": ("body", "to"), "msg": "Field required"},
+    ]
+    assert error_lines(errors) == [
+        "address: not HOST:PORT with a port of 1-65535",
+        "path.name: should match ^[a-z]+$",
+        "query.key: not in the form the API's schema gives for it (see /api/v1/openapi.json)",
+        "to: Field required",
+    ]
