@@ -109,10 +109,10 @@ def test_ten_servers_join_and_ten_leave_under_load_without_a_failed_request(
 ) -> None:
     """Ten registrations join, serve, and leave (five deregistered, five expired) under load."""
     port = setup_shop(server, color_backends)
-    load = run_load_in_thread("127.0.0.1", port, duration=16.0, concurrency=8)
+    load = run_load_in_thread("127.0.0.1", port, duration=20.0, concurrency=8)
     wait_for_traffic(server, "shop.blue")
     for index, backend in enumerate(extra_blue, start=1):
-        ttl = 30_000 if index <= 5 else 4_000
+        ttl = 30_000 if index <= 5 else 8_000
         reply = register(server, f"r{index}", backend, ttl_ms=ttl)
         assert reply.status_code == 200, reply.text
     assert len(blue_servers(server)) == 11

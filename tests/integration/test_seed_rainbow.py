@@ -35,7 +35,7 @@ def test_colors_filled_by_registration_scale_under_load_with_a_canary_on_top(
                     "name": "shop",
                     "bind": f"127.0.0.1:{port}",
                     "stable": "blue",
-                    "check": {"path": "/healthz", "inter_ms": "200ms", "rise": 2, "fall": 2},
+                    "check": {"path": "/healthz", "inter_ms": "500ms", "rise": 2, "fall": 3},
                     "drain_timeout_ms": "5s",
                     "colors": [
                         {"name": c, "version": v}
@@ -47,7 +47,7 @@ def test_colors_filled_by_registration_scale_under_load_with_a_canary_on_top(
         assert server.api("PUT", "/config", {"spec": spec}).status_code == 200
 
         def register(color: str, name: str) -> None:
-            body = {"address": by_name[name].address, "ttl": 30_000}
+            body = {"address": by_name[name].address, "ttl": 300_000}
             reply = server.api("PUT", f"/apps/shop/colors/{color}/registrations/{name}", body)
             assert reply.status_code == 200, reply.text
 
