@@ -70,7 +70,7 @@ class TestCA:
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - timedelta(hours=1))
-            .not_valid_after(now + timedelta(days=30))
+            .not_valid_after(now + timedelta(days=400))
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .sign(key, hashes.SHA256())
         )
@@ -85,7 +85,7 @@ class TestCA:
         self,
         names: list[str],
         *,
-        days: float = 10,
+        days: float = 90,
         not_before: datetime | None = None,
         key: ec.EllipticCurvePrivateKey | None = None,
     ) -> Leaf:
