@@ -207,6 +207,9 @@ def test_expiry_shows_in_certs_and_status_with_a_warning(site: Site) -> None:
     line = next(line for line in listed.stdout.splitlines() if str(site.other) in line)
     assert soon.serial in line
     assert re.search(r"WARNING: expires in [45]\.\d days", line), line
+    text = site.server.cli("status", "shop")
+    assert text.returncode == 0, text.stderr
+    assert re.search(rf"tls  {site.other} .*WARNING: expires in", text.stdout), text.stdout
     status = site.server.cli("status", "shop", "--json")
     assert status.returncode == 0, status.stderr
     apps = json.loads(status.stdout)

@@ -11,6 +11,7 @@ trips), whose reasons this plane's readings carry.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -99,6 +100,8 @@ class LocalDataPlane:
         self.runtime = runtime
         self.applier = applier
         self.balancer = balancer or Balancer(runtime, paths.weights, SystemClock())
+        # HAProxy holds one certificate transaction at a time: replacements take turns.
+        self._cert_lock = asyncio.Lock()
 
     @classmethod
     def for_node(
@@ -186,7 +189,8 @@ class LocalDataPlane:
         return [await smoke_request(spec, app, color, self.settings.smoke_key)]
 
     async def set_certificate(self, path: str, cert: CertInfo) -> dict[str, Any]:
-        return await certs.rotate(self.runtime, path, cert)
+        async with self._cert_lock:
+            return await certs.rotate(self.runtime, path, cert)
 
     async def certificates(self, tls: Tls, *, warn_days: int) -> list[dict[str, Any]]:
         return await certs.loaded(self.runtime, tls, warn_days=warn_days)
