@@ -66,16 +66,21 @@ def blue() -> Iterator[Backend]:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory, blue: Backend) -> Iterator[Site]:
-    """shop on https://127.0.0.1:PORT with two certificates (shop.test, other.test),
-    ALPN h2 and http/1.1, and plain HTTP on another port redirecting to it."""
+    """shop on https://127.0.0.1:PORT with two certificates, a file (shop.test) and a
+    directory holding one (other.test), ALPN h2 and http/1.1, and plain HTTP on another
+    port redirecting to it."""
     root = tmp_path_factory.mktemp("tls")
     certs = root / "certs"
-    certs.mkdir()
-    shop, other = certs / "shop.pem", certs / "other.pem"
+    (certs / "sites").mkdir(parents=True)
+    shop, other = certs / "shop.pem", certs / "sites" / "other.pem"
     shop.write_text(CA.issue(["shop.test"]).bundle)
     other.write_text(CA.issue(["other.test"]).bundle)
     port, redirect = free_port(), free_port()
-    tls = {"certs": [str(shop), str(other)], "alpn": "h2,http/1.1", "redirect_from": redirect}
+    tls = {
+        "certs": [str(shop), f"{certs}/sites/"],
+        "alpn": "h2,http/1.1",
+        "redirect_from": redirect,
+    }
     with run_server(root / "state") as server:
         spec = shop_spec(port, {"blue": blue}, tls=tls)
         reply = server.api("PUT", "/config", {"spec": spec})
@@ -198,7 +203,8 @@ def test_bad_bundles_are_refused_and_the_old_certificate_keeps_serving(
 
 
 def test_expiry_shows_in_certs_and_status_with_a_warning(site: Site) -> None:
-    """A certificate that lapses in 5 days is flagged in `prism certs` and `prism status`."""
+    """A certificate that lapses in 5 days (a file of the listed directory) is flagged in
+    `prism certs` and `prism status`."""
     soon = CA.issue(["other.test"], days=5)
     reply = _put(site, soon.bundle, file=str(site.other))
     assert reply.status_code == 200, reply.text
