@@ -29,12 +29,14 @@ MAX_CERTS = 16
 
 
 def check_cert_path(value: object) -> str:
-    """An absolute path of safe characters without ``.`` or ``..`` steps; ValueError else."""
+    """An absolute path of safe characters whose steps do not start with ``.`` (no ``.``,
+    ``..`` or hidden steps) and are not empty; ValueError else. :data:`_PATH_SCHEMA` is
+    the same rule as a JSON Schema pattern."""
     if not isinstance(value, str) or names.CERT_PATH.fullmatch(value) is None:
         raise ValueError(f"invalid certificate path: must match {names.CERT_PATH.pattern}")
-    steps = value.strip("/").split("/")
-    if any(step in ("", ".", "..") for step in steps):
-        raise ValueError("a certificate path may not hold '.', '..' or '//' steps")
+    steps = value.removesuffix("/").removeprefix("/").split("/")
+    if any(step == "" or step.startswith(".") for step in steps):
+        raise ValueError("a certificate path may not hold '.', '..', hidden or '//' steps")
     return value
 
 

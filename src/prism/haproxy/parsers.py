@@ -415,5 +415,7 @@ def parse_show_ssl_cert(reply: str) -> LoadedCert:
 
 
 def parse_ssl_cert_files(reply: str) -> list[str]:
-    """The file names ``show ssl cert`` lists (a ``*`` marks one in a transaction)."""
-    return [line.lstrip("*") for line in reply.splitlines() if line and not line.startswith("#")]
+    """The file names ``show ssl cert`` lists, once each (a ``*`` marks the uncommitted
+    copy of one in a transaction, listed besides the file itself)."""
+    names = (line.lstrip("*") for line in reply.splitlines() if line and not line.startswith("#"))
+    return list(dict.fromkeys(names))

@@ -34,7 +34,16 @@ def test_files_and_directories_are_told_apart() -> None:
 
 @pytest.mark.parametrize(
     "path",
-    ["relative.pem", "/etc/../shadow", "/etc/./x.pem", "/etc//x.pem", "/a b.pem", "/x;y", "/"],
+    [
+        "relative.pem",
+        "/etc/../shadow",
+        "/etc/./x.pem",
+        "/etc//x.pem",
+        "/a b.pem",
+        "/x;y",
+        "/",
+        "/etc/.x/a.pem",
+    ],
 )
 def test_unsafe_certificate_paths_are_refused(path: str) -> None:
     """Absolute, safe characters, no '.' or '..' steps."""
