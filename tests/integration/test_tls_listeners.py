@@ -125,7 +125,8 @@ def test_ten_rotations_under_https_load_fail_no_request(site: Site) -> None:
     """hey over HTTPS, a new TLS handshake per request, while the certificate is replaced
     ten times (nine through the API, one with the CLI): every request answers 200; after
     each commit a fresh handshake sees the new serial; no reload happens; the file holds
-    the last one, and a reload afterwards keeps serving it."""
+    the last one, and a reload afterwards keeps serving it; no key reached a log, the audit
+    log or a state file."""
     worker = site.worker_pid()
     before = len(site.server.api("GET", "/history?limit=1000").json())
     hey = ManagedProcess(
@@ -168,6 +169,19 @@ def test_ten_rotations_under_https_load_fail_no_request(site: Site) -> None:
     rotations = [r for r in history[: len(history) - before] if r["action"] == "cert.set"]
     assert len(rotations) == 10
     assert all("PRIVATE" not in str(r["detail"]) for r in rotations)
+    # No private key, of any bundle sent, in the log, the audit log or a state file.
+    log = site.server.process.stderr_text(limit=10_000_000)
+    secrets = [line for leaf in leaves for line in leaf.key.splitlines()[2:-1]]
+    assert len(secrets) >= 10
+    files = [
+        path.read_bytes()
+        for path in site.server.state_dir.rglob("*")
+        if path.is_file() and not path.is_socket()
+    ]
+    for secret in secrets:
+        assert secret not in log
+        assert secret not in json.dumps(history)
+        assert not any(secret.encode() in data for data in files)
     # A reload reads the file: the last certificate still serves.
     spec = site.server.api("GET", "/config").json()["spec"]
     spec["apps"][0]["check"]["inter_ms"] = 300
