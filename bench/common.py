@@ -600,13 +600,21 @@ def parse_hey(output: str) -> HeyResult:
 
 @contextlib.contextmanager
 def start_hey(
-    url: str, *, concurrency: int, max_seconds: float, headers: Mapping[str, str] | None = None
+    url: str,
+    *,
+    concurrency: int,
+    max_seconds: float,
+    headers: Mapping[str, str] | None = None,
+    keepalive: bool = True,
 ) -> Iterator[Callable[[], HeyResult]]:
     """Run ``hey -z max_seconds`` in the background; the yielded function stops it
-    (SIGINT, which makes hey print its report) and returns the parsed report."""
-    if not url.startswith("http://127.0.0.1:"):
+    (SIGINT, which makes hey print its report) and returns the parsed report.
+    Without ``keepalive`` every request opens its own connection (a TLS handshake each)."""
+    if not url.startswith(("http://127.0.0.1:", "https://127.0.0.1:")):
         raise ValueError("load goes to 127.0.0.1 only")
     args = ["hey", "-z", f"{max_seconds:g}s", "-c", str(concurrency)]
+    if not keepalive:
+        args.append("-disable-keepalive")
     for name, value in (headers or {}).items():
         args += ["-H", f"{name}: {value}"]
     out = tempfile.TemporaryFile()  # noqa: SIM115 - closed below
@@ -637,8 +645,8 @@ def start_hey(
         out.close()
 
 
-def run_hey(url: str, *, concurrency: int, seconds: float) -> HeyResult:
-    with start_hey(url, concurrency=concurrency, max_seconds=seconds) as stop:
+def run_hey(url: str, *, concurrency: int, seconds: float, keepalive: bool = True) -> HeyResult:
+    with start_hey(url, concurrency=concurrency, max_seconds=seconds, keepalive=keepalive) as stop:
         time.sleep(seconds + 0.5)
         return stop()
 
@@ -670,7 +678,7 @@ def run_wrk(
     headers: Mapping[str, str] | None = None,
 ) -> WrkResult:
     """One ``wrk --latency`` run against 127.0.0.1."""
-    if not url.startswith("http://127.0.0.1:"):
+    if not url.startswith(("http://127.0.0.1:", "https://127.0.0.1:")):
         raise ValueError("load goes to 127.0.0.1 only")
     args = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds:g}s", "--latency"]
     for name, value in (headers or {}).items():

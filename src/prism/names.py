@@ -15,6 +15,7 @@ from prism.errors import InvalidInput
 
 __all__ = [
     "ADDRESS",
+    "CERT_PATH",
     "COOKIE_NAME",
     "HEADER_NAME",
     "HOSTNAME",
@@ -63,6 +64,9 @@ COOKIE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}", re.ASCII)
 QUERY_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}", re.ASCII)
 #: a pin key read from a header, cookie or query parameter (a tenant, a user id)
 PIN_KEY = re.compile(r"[A-Za-z0-9_.:-][A-Za-z0-9_.:@-]{0,127}", re.ASCII)
+#: a certificate file or directory of certificates on an HAProxy node: an absolute path
+#: of safe characters, a directory ending in ``/`` (``..`` is refused separately)
+CERT_PATH = re.compile(r"/[A-Za-z0-9._-][A-Za-z0-9._/-]{0,199}", re.ASCII)
 #: free text that Prism itself compares against (never sent to HAProxy)
 TEXT = re.compile(r"[\x20-\x7e]{1,256}", re.ASCII)
 

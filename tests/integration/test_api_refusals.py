@@ -80,6 +80,7 @@ def hostile_requests(spec: dict[str, Any]) -> Iterator[tuple[str, str, dict[str,
         ("POST", "/apps/shop/colors/red/servers", {"address": "127.0.0.1:9"}),
         ("DELETE", "/apps/shop/colors/blue/servers/s1", None),
         ("DELETE", "/nodes/lb-1", None),
+        ("PUT", "/certificates/shop", {"pem": "garbage"}),
     ]
     for method, path, body in mutations:
         # no token, a wrong one, a token in the URL, and a real one in the wrong place
@@ -111,6 +112,10 @@ def hostile_requests(spec: dict[str, Any]) -> Iterator[tuple[str, str, dict[str,
         {"spec": {"apps": [{**spec["apps"][0], "colors": []}]}},
         {"spec": spec, "reason": "\x00"},
         {"spec": {**spec, "listeners": [{"name": "edge", "bind": "no-such-host.invalid:1844"}]}},
+        # a certificate file that is not there, and one that is not a certificate
+        {"spec": {"apps": [{**spec["apps"][0], "tls": {"certs": ["/nonexistent/shop.pem"]}}]}},
+        {"spec": {"apps": [{**spec["apps"][0], "tls": {"certs": ["/etc/hostname"]}}]}},
+        {"spec": {"apps": [{**spec["apps"][0], "tls": {"certs": ["/etc/../shadow"]}}]}},
     ):
         yield "PUT", "/config", {"json": body}
     for weights in (
@@ -145,6 +150,9 @@ def hostile_requests(spec: dict[str, Any]) -> Iterator[tuple[str, str, dict[str,
     yield "POST", "/apps/shop/colors/red/servers", {"json": {"address": "a:1", "name": "s1"}}
     yield "POST", "/apps/shop/colors/purple/servers", {"json": {"address": "127.0.0.1:9"}}
     yield "DELETE", "/apps/shop/colors/blue/servers/nope", {}
+    yield "PUT", "/certificates/nope", {"json": {"pem": "x"}}
+    yield "PUT", "/certificates/shop", {"json": {"pem": "", "file": "relative.pem"}}
+    yield "PUT", "/certificates/shop", {"json": {"pem": "-----BEGIN CERTIFICATE-----\n\nshow info"}}
     for method in ("PATCH", "TRACE"):
         yield method, "/config", {}
         yield method, "/apps/shop/weights", {}

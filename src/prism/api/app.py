@@ -25,6 +25,8 @@ from prism.api.openapi import MUTATION, READ, answers, build
 from prism.api.problems import install_handlers
 from prism.api.ratelimit import RateLimit, RateLimiter
 from prism.core.model import HOSTPORT_PATTERN, DurationMs, Spec, json_pattern
+from prism.core.pem import PEM_LIMIT
+from prism.core.tls import Tls
 from prism.release.plan import ReleasePlan
 from prism.services import Services
 from prism.services.releases import Steer
@@ -60,6 +62,10 @@ Reason = Annotated[
     ),
 ]
 Weight = Annotated[int, Field(ge=0, le=100)]
+_CERT_PATH_SCHEMA = Tls.model_json_schema()["properties"]["certs"]["items"]
+OwnerName = Annotated[
+    str, Path(description="an app or a shared listener", pattern=NAME, examples=["shop"])
+]
 
 
 class _Body(BaseModel):
@@ -124,6 +130,22 @@ class RollbackRequest(_Body):
     smoke: bool = True
 
 
+class CertRequest(_Body):
+    pem: str = Field(
+        min_length=1,
+        max_length=PEM_LIMIT,
+        description="one PEM bundle: the certificate, its chain in order, and its "
+        "unencrypted private key (no empty line)",
+    )
+    file: str | None = Field(
+        default=None,
+        description="the certificate file to replace (default: the only one, or the one "
+        "whose names the new certificate shares)",
+        json_schema_extra=_CERT_PATH_SCHEMA,
+    )
+    reason: Reason = None
+
+
 class ApplyRequest(_Body):
     spec: Spec
     reason: Reason = None
@@ -139,6 +161,7 @@ BODIES: tuple[type[BaseModel], ...] = (
     PinRequest,
     ServerRequest,
     RegistrationRequest,
+    CertRequest,
 )
 
 _SHOP = {
@@ -496,6 +519,38 @@ def create_app(
         if format == "route53":
             return await services.dns.route53(app)
         return await services.dns.weights(app)
+
+    @app.get(f"{v1}/certificates", tags=["tls"], responses=answers(*READ))
+    async def list_certificates(request: Request) -> list[dict[str, Any]]:
+        """Every TLS listener and app: its certificates, and what HAProxy serves from each
+        file (subject, names, serial, expiry, a warning 30 days ahead)."""
+        return await _services(request).certs.list()
+
+    @app.put(
+        f"{v1}/certificates/{{name}}",
+        tags=["tls"],
+        responses=answers(*MUTATION),
+        openapi_extra=body_doc(
+            CertRequest,
+            {
+                "rotate": {
+                    "pem": "-----BEGIN CERTIFICATE-----\n...\n-----END CERTIFICATE-----\n"
+                    "-----BEGIN PRIVATE KEY-----\n...\n-----END PRIVATE KEY-----\n",
+                    "reason": "renewal",
+                }
+            },
+        ),
+    )
+    async def put_certificate(request: Request, name: OwnerName, who: Actor) -> dict[str, Any]:
+        """Replace a TLS certificate of an app or shared listener without a reload.
+
+        The bundle is checked first (key matches, chain in order, valid now, nothing
+        but PEM lines); then written to its file, swapped in (`set ssl cert`, `commit
+        ssl cert`), read back and audited. A refused one changes nothing."""
+        body = await json_body(request, CertRequest)
+        return await _services(request).certs.set(
+            name, body.pem, file=body.file, actor=who, reason=body.reason
+        )
 
     @app.get(f"{v1}/apps/{{app}}/history", tags=["apps"], responses=answers(*READ, 404))
     async def app_history(

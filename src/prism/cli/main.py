@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import click
 
 from prism import __version__
+from prism.cli.certs import cert, certs
 from prism.cli.common import Ctx, handles_errors, json_option, load_yaml_file, pass_ctx, path, run
 from prism.cli.daemons import agent, demo, serve
 from prism.cli.dns import dns_weights
@@ -196,6 +197,8 @@ for command in (
     registrations,
     nodes,
     dns_weights,
+    cert,
+    certs,
     serve,
     agent,
     demo,

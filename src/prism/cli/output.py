@@ -111,6 +111,13 @@ def format_status(apps: list[dict[str, Any]]) -> str:
             )
         for p in app.get("pins", []):
             lines.append(f"  pin  {p['rule']}: {p['source']} {p['key']} -> {p['color']}")
+        tls = app.get("tls")
+        for seen in (tls or {}).get("serving") or []:
+            warning = f"  WARNING: {seen['warning']}" if seen.get("warning") else ""
+            lines.append(
+                f"  tls  {seen['path']} {seen.get('subject', '')} serial {seen.get('serial', '')}"
+                f" until {seen.get('not_after', '?')}{warning}"
+            )
         release = app.get("release")
         if release:
             lines.append("  last " + format_release(release, brief=True))

@@ -8,9 +8,10 @@ Nothing here does I/O.
 Shape::
 
     Spec
-    ├── listeners: Listener(name, bind)            shared listeners, host-matched
+    ├── listeners: Listener(name, bind, tls)       shared listeners, host-matched
     └── apps: App
         ├── bind | listener + host                 where its traffic comes in
+        ├── tls: Tls | None                        certificates of its own bind (core.tls)
         ├── stable                                 the color serving by default
         ├── check: HealthCheck                     how HAProxy checks servers
         ├── smoke: Smoke | None                    request sent before a cutover
@@ -47,6 +48,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, core_schema
 
 from prism import names
+from prism.core.tls import Tls
 from prism.errors import InvalidInput
 
 __all__ = [
@@ -71,6 +73,7 @@ __all__ = [
     "Smoke",
     "Spec",
     "Stickiness",
+    "Tls",
     "backend_name",
     "error_lines",
     "json_pattern",
@@ -456,6 +459,7 @@ class Listener(_Frozen):
 
     name: Name
     bind: str = Field(json_schema_extra={"pattern": BIND_PATTERN})
+    tls: Tls | None = None
 
     @field_validator("bind")
     @classmethod
@@ -561,6 +565,8 @@ class App(_Frozen):
     bind: str | None = Field(default=None, json_schema_extra={"pattern": BIND_PATTERN})
     listener: Name | None = None
     host: Hostname | None = None
+    #: TLS termination on the app's own bind (an app on a shared listener uses the listener's)
+    tls: Tls | None = None
     stable: Name
     check: HealthCheck = HealthCheck()
     smoke: Smoke | None = None
@@ -594,6 +600,10 @@ class App(_Frozen):
             raise ValueError(f"app {self.name!r}: set exactly one of 'bind' or 'listener'")
         if self.listener is not None and self.host is None:
             raise ValueError(f"app {self.name!r}: an app on a shared listener needs a 'host'")
+        if self.listener is not None and self.tls is not None:
+            raise ValueError(
+                f"app {self.name!r}: an app on a shared listener uses the listener's 'tls'"
+            )
         if not self.colors:
             raise ValueError(f"app {self.name!r}: needs at least one color")
         color_names = [c.name for c in self.colors]
@@ -668,13 +678,17 @@ class Spec(_Frozen):
         if len(set(app_names)) != len(app_names):
             raise ValueError("duplicate app names")
         binds: dict[int, str] = {}
-        for owner, bind in [(f"listener {x.name!r}", x.bind) for x in self.listeners] + [
-            (f"app {a.name!r}", a.bind) for a in self.apps if a.bind is not None
-        ]:
-            _, port = split_bind(bind)
-            if port in binds:
-                raise ValueError(f"{owner} and {binds[port]} both bind port {port}")
-            binds[port] = owner
+        owners: list[tuple[str, str, Tls | None]] = [
+            (f"listener {x.name!r}", x.bind, x.tls) for x in self.listeners
+        ] + [(f"app {a.name!r}", a.bind, a.tls) for a in self.apps if a.bind is not None]
+        for owner, bind, tls in owners:
+            ports = [split_bind(bind)[1]]
+            if tls is not None and tls.redirect_from is not None:
+                ports.append(tls.redirect_from)
+            for port in ports:
+                if port in binds:
+                    raise ValueError(f"{owner} and {binds[port]} both bind port {port}")
+                binds[port] = owner
         hosts: set[tuple[str, str]] = set()
         for app in self.apps:
             if app.listener is None:

@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from prism.core.model import App, Spec
+from prism.core.pem import CertInfo
 from prism.core.readings import Counters, ServerReading, SmokeReply
 from prism.core.state import DesiredState
+from prism.core.tls import Tls
 
 __all__ = ["Converged", "DataPlane", "PlaneInfo"]
 
@@ -62,6 +64,8 @@ class DataPlane(Protocol):
       the named backends (no backends named: every backend); :meth:`smoke`
       sends one request through an app's own listener to one color.
     * :meth:`nodes` lists the HAProxy nodes; :meth:`forget` drops a lost one.
+    * :meth:`set_certificate` replaces one certificate file without a reload (disk,
+      then runtime, then read back); :meth:`certificates` says what a listener serves.
     """
 
     async def admit(self, old: Spec, new: Spec) -> None: ...
@@ -93,4 +97,12 @@ class DataPlane(Protocol):
 
     async def forget(self, node: str) -> None:
         """Stop waiting for a lost node; NotFound/Conflict when there is no such lost node."""
+        ...
+
+    async def set_certificate(self, path: str, cert: CertInfo) -> dict[str, Any]:
+        """Serve the checked ``cert`` from the loaded file ``path``, without a reload."""
+        ...
+
+    async def certificates(self, tls: Tls, *, warn_days: int) -> list[dict[str, Any]]:
+        """Each loaded certificate file of ``tls``: path, subject, serial, expiry, warning."""
         ...

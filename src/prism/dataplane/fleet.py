@@ -39,10 +39,12 @@ from typing import Any
 from prism.core.fleet import COMMIT, FLEET, KNOWN, NODES, POLL, NodeReport, known_key
 from prism.core.keys import dump
 from prism.core.model import App, Spec
+from prism.core.pem import CertInfo
 from prism.core.readings import Counters, ServerReading, SmokeReply
 from prism.core.state import DesiredState
+from prism.core.tls import Tls
 from prism.dataplane.base import Converged, PlaneInfo
-from prism.errors import Conflict, NodeFailed, NotFound, StoreError
+from prism.errors import Conflict, InvalidInput, NodeFailed, NotFound, StoreError
 from prism.haproxy.binary import HAProxyBinary
 from prism.haproxy.layout import HAProxyFiles
 from prism.haproxy.render import RenderSettings, render
@@ -230,6 +232,16 @@ class FleetDataPlane:
         return rows
 
     # -- the seam --------------------------------------------------------
+
+    async def set_certificate(self, path: str, cert: CertInfo) -> dict[str, Any]:
+        raise InvalidInput(
+            "certificates are replaced at runtime on a single node only, not yet in a fleet",
+            hint="put the new PEM file on every node and apply the spec again (a reload)",
+        )
+
+    async def certificates(self, tls: Tls, *, warn_days: int) -> list[dict[str, Any]]:
+        # Each node holds its own files; their expiry is not reported in a fleet yet.
+        return []
 
     async def admit(self, old: Spec, new: Spec) -> None:
         for name, report in sorted(self.live.items()):

@@ -11,6 +11,7 @@ trips), whose reasons this plane's readings carry.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -20,8 +21,10 @@ import httpx
 
 from prism.clock import SystemClock
 from prism.core.model import App, Spec, split_bind
+from prism.core.pem import CertInfo
 from prism.core.readings import Counters, ServerReading, SmokeReply
 from prism.core.state import DesiredState
+from prism.core.tls import Tls
 from prism.dataplane.base import Converged, PlaneInfo
 from prism.errors import ConfigRejected, Drift, HAProxyError, NotFound
 from prism.haproxy.binary import HAProxyBinary
@@ -29,6 +32,7 @@ from prism.haproxy.readouts import backend_counters, server_readings
 from prism.haproxy.render import RenderSettings
 from prism.haproxy.runtime import RuntimeClient, UnixSocketTransport
 from prism.haproxy.supervisor import Supervisor
+from prism.node import certs
 from prism.node.admission import check_fd_budget, check_ports_free, fd_limit
 from prism.node.applier import Applier
 from prism.node.balancer import Balancer
@@ -47,19 +51,33 @@ async def smoke_request(
     ``address`` replaces a wildcard bind's host (a fleet node's listen address).
     """
     assert app.smoke is not None
-    bind = app.bind or next(x.bind for x in spec.listeners if x.name == app.listener)
+    if app.bind is not None:
+        bind, tls = app.bind, app.tls
+    else:
+        listener = next(x for x in spec.listeners if x.name == app.listener)
+        bind, tls = listener.bind, listener.tls
     host, port = split_bind(bind)
     if host in ("0.0.0.0", "*"):
         host = address or "127.0.0.1"
     headers = {"X-Prism-Color": color, "X-Prism-Smoke-Key": smoke_key}
     if app.host:
         headers["Host"] = app.host
+    # A smoke request checks routing through this node's own listener, not the
+    # certificate, which `prism status` and the certificate read-back cover.
+    scheme, verify = ("https", False) if tls is not None else ("http", True)
     try:
-        async with httpx.AsyncClient(timeout=app.smoke.timeout_ms / 1000, trust_env=False) as c:
-            reply = await c.get(f"http://{host}:{port}{app.smoke.path}", headers=headers)
+        async with httpx.AsyncClient(
+            timeout=app.smoke.timeout_ms / 1000, trust_env=False, verify=verify
+        ) as c:
+            reply = await c.get(f"{scheme}://{host}:{port}{app.smoke.path}", headers=headers)
     except httpx.HTTPError as exc:
         return SmokeReply(None, "", str(exc) or type(exc).__name__, node)
     return SmokeReply(reply.status_code, reply.text, None, node)
+
+
+def _tls_sections(spec: Spec) -> list[Tls]:
+    owners = [x.tls for x in spec.listeners] + [a.tls for a in spec.apps]
+    return [tls for tls in owners if tls is not None]
 
 
 class LocalDataPlane:
@@ -82,6 +100,8 @@ class LocalDataPlane:
         self.runtime = runtime
         self.applier = applier
         self.balancer = balancer or Balancer(runtime, paths.weights, SystemClock())
+        # HAProxy holds one certificate transaction at a time: replacements take turns.
+        self._cert_lock = asyncio.Lock()
 
     @classmethod
     def for_node(
@@ -124,6 +144,8 @@ class LocalDataPlane:
     async def admit(self, old: Spec, new: Spec) -> None:
         check_ports_free(old, new, self.settings.admin_port)
         check_fd_budget(new, self.settings.maxconn, fd_limit())
+        held = _tls_sections(old)
+        certs.check_files(tls for tls in _tls_sections(new) if tls not in held)
 
     async def check(self, state: DesiredState) -> None:
         await self.applier.preflight(state)
@@ -165,6 +187,13 @@ class LocalDataPlane:
 
     async def smoke(self, spec: Spec, app: App, color: str) -> list[SmokeReply]:
         return [await smoke_request(spec, app, color, self.settings.smoke_key)]
+
+    async def set_certificate(self, path: str, cert: CertInfo) -> dict[str, Any]:
+        async with self._cert_lock:
+            return await certs.rotate(self.runtime, path, cert)
+
+    async def certificates(self, tls: Tls, *, warn_days: int) -> list[dict[str, Any]]:
+        return await certs.loaded(self.runtime, tls, warn_days=warn_days)
 
     async def nodes(self) -> list[dict[str, Any]]:
         info = await self.info()

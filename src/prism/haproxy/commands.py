@@ -27,17 +27,20 @@ __all__ = [
     "MAP_VALUE",
     "MAX_ARGUMENT",
     "PAYLOAD_LIMIT",
+    "PEM_PAYLOAD_LIMIT",
     "PROXY_NAME",
     "SERVER_NAME",
     "AdminState",
     "Command",
     "ServerTuning",
+    "abort_ssl_cert",
     "add_map",
     "add_map_payload",
     "add_map_payloads",
     "add_server",
     "clear_map",
     "commit_map",
+    "commit_ssl_cert",
     "del_map",
     "del_server",
     "enable_health",
@@ -45,10 +48,12 @@ __all__ = [
     "set_map",
     "set_server_state",
     "set_server_weight",
+    "set_ssl_cert",
     "show_info",
     "show_map",
     "show_servers_conn",
     "show_servers_state",
+    "show_ssl_cert",
     "show_stat",
 ]
 
@@ -68,6 +73,10 @@ Observe = Literal["layer4", "layer7"]
 OnError = Literal["mark-down", "fail-check", "sudden-death"]
 _SERVER_STATES: frozenset[str] = frozenset({"ready", "drain", "maint"})
 _DOTTED_NUMBERS = re.compile(r"[0-9.]+", re.ASCII)
+# A PEM payload line: a boundary or base64, so the payload holds no empty line and no command.
+_PEM_LINE = re.compile(r"-----(?:BEGIN|END) [A-Z0-9 ]{1,40}-----|[A-Za-z0-9+/=]{1,76}", re.ASCII)
+#: largest PEM bundle sent as one ``set ssl cert`` payload (it must fit ``tune.bufsize``)
+PEM_PAYLOAD_LIMIT = 15_000
 _MAX_VERSION = 2**32 - 1  # map versions are unsigned 32-bit counters
 
 
@@ -365,3 +374,44 @@ def set_server_weight(backend: str, server: str, weight: int) -> Command:
     return Command(
         f"set server {_server_ref(backend, server)} weight {_int(weight, 'server weight', 0, 256)}"
     )
+
+
+def _cert_path(path: object) -> str:
+    return _word(SAFE_PATH, path, "certificate path")
+
+
+def set_ssl_cert(path: str, pem: str) -> Command:
+    """``set ssl cert <path> <<`` and the PEM bundle: opens a transaction on a certificate
+    the running configuration loaded (``commit ssl cert`` makes it serve).
+
+    Every line of the bundle must be a PEM boundary or base64 (so the payload
+    holds no empty line that would end it early, and no command); the text
+    ends with a newline, and the transport's own newline ends the payload.
+    """
+    if not isinstance(pem, str) or len(pem) > PEM_PAYLOAD_LIMIT:
+        raise UnsafeArgument(
+            f"a certificate payload is text of at most {PEM_PAYLOAD_LIMIT} characters"
+        )
+    lines = pem.removesuffix("\n").split("\n")
+    if not lines or not all(_PEM_LINE.fullmatch(line) for line in lines):
+        raise UnsafeArgument(
+            "unsafe certificate payload for the Runtime API: every line must be a PEM "
+            "boundary or base64, with no empty line",
+            hint="check the bundle with prism.core.pem.check_pem first",
+        )
+    return Command(f"set ssl cert {_cert_path(path)} <<\n" + "\n".join(lines) + "\n")
+
+
+def commit_ssl_cert(path: str) -> Command:
+    """``commit ssl cert <path>``: the transaction's certificate serves new handshakes."""
+    return Command(f"commit ssl cert {_cert_path(path)}")
+
+
+def abort_ssl_cert(path: str) -> Command:
+    """``abort ssl cert <path>``: drop an uncommitted transaction."""
+    return Command(f"abort ssl cert {_cert_path(path)}")
+
+
+def show_ssl_cert(path: str | None = None) -> Command:
+    """``show ssl cert [<path>]``: the loaded certificate files, or one file's details."""
+    return Command("show ssl cert" if path is None else f"show ssl cert {_cert_path(path)}")

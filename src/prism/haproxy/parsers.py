@@ -28,6 +28,7 @@ from prism.errors import RuntimeAPIError
 from prism.haproxy.commands import Command
 
 __all__ = [
+    "LoadedCert",
     "MapEntry",
     "ServerConn",
     "ServerState",
@@ -38,7 +39,9 @@ __all__ = [
     "parse_servers_state",
     "parse_show_info",
     "parse_show_map",
+    "parse_show_ssl_cert",
     "parse_show_stat",
+    "parse_ssl_cert_files",
 ]
 
 # srv_admin_state bits (HAProxy's enum srv_admin): forced/inherited/resolution
@@ -317,6 +320,11 @@ _SUCCESS: tuple[tuple[str, Callable[[str], bool]], ...] = (
     ("del map", _is_empty),
     ("clear map", _is_empty),
     ("commit map", _is_empty),
+    ("set ssl cert", lambda body: body.startswith("Transaction created for certificate ")),
+    ("commit ssl cert", lambda body: body.endswith("Success!")),
+    ("abort ssl cert", lambda body: body.startswith("Transaction aborted for certificate")),
+    ("show ssl cert ", lambda body: body.startswith("Filename: ")),
+    ("show ssl cert", lambda body: body.startswith("# filename")),
     ("set server", _is_empty),
     ("enable health", _is_empty),
     ("disable health", _is_empty),
@@ -334,6 +342,8 @@ _ERROR_STARTS = (
 )
 
 _HINTS = {
+    "Can't replace a certificate which is not referenced": "HAProxy replaces only a "
+    "certificate file its configuration loaded (a bind's crt, or a file of its directory)",
     "Permission denied": "the stats socket needs 'level admin'",
     "Unknown map identifier": "the map file must be loaded by the running configuration",
     "The command is too big": "send fewer map entries per payload",
@@ -365,3 +375,47 @@ def check_reply(command: Command, reply: str) -> None:
             hint=hint,
             detail={"command": command.summary, "reply": body[:1000]},
         )
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedCert:
+    """One certificate file as ``show ssl cert <path>`` describes it."""
+
+    path: str
+    serial: str
+    not_before: str
+    not_after: str
+    subject: str
+    issuer: str
+    sha1: str
+    names: str
+    status: str
+
+
+def parse_show_ssl_cert(reply: str) -> LoadedCert:
+    """The ``Key: value`` lines of ``show ssl cert <path>``."""
+    fields: dict[str, str] = {}
+    for line in reply.splitlines():
+        key, sep, value = line.partition(": ")
+        if sep and key not in fields:
+            fields[key] = value.strip()
+        elif line.endswith(":") and line[:-1] not in fields:
+            fields[line[:-1]] = ""
+    return LoadedCert(
+        path=fields.get("Filename", ""),
+        serial=fields.get("Serial", ""),
+        not_before=fields.get("notBefore", ""),
+        not_after=fields.get("notAfter", ""),
+        subject=fields.get("Subject", ""),
+        issuer=fields.get("Issuer", ""),
+        sha1=fields.get("SHA1 FingerPrint", ""),
+        names=fields.get("Subject Alternative Name", ""),
+        status=fields.get("Status", ""),
+    )
+
+
+def parse_ssl_cert_files(reply: str) -> list[str]:
+    """The file names ``show ssl cert`` lists, once each (a ``*`` marks the uncommitted
+    copy of one in a transaction, listed besides the file itself)."""
+    names = (line.lstrip("*") for line in reply.splitlines() if line and not line.startswith("#"))
+    return list(dict.fromkeys(names))

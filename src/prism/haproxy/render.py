@@ -11,6 +11,8 @@ byte-equal output and an unchanged config needs no reload)::
     frontend prism_admin   127.0.0.1:<admin_port>: /stats and /metrics
     frontend app_<app>     one per app with its own ``bind``
     frontend listener_<l>  one per shared listener; apps told apart by Host
+                           (either may terminate TLS: ``bind ... ssl crt <file|dir> ...``,
+                           and a plain bind that redirects to https)
     backend <app>.<color>  one per color, named by :func:`prism.core.model.backend_name`
 
 Files beside the config, all read by HAProxy when it loads the config::
@@ -48,6 +50,7 @@ from prism.core.model import (
     Color,
     Discovery,
     HealthCheck,
+    Listener,
     PinRule,
     Server,
     Spec,
@@ -55,6 +58,7 @@ from prism.core.model import (
     split_bind,
 )
 from prism.core.state import DesiredState
+from prism.core.tls import Tls
 from prism.errors import InvalidInput
 from prism.haproxy.commands import ServerTuning
 from prism.haproxy.layout import HAProxyFiles
@@ -89,6 +93,7 @@ __all__ = [
 ]
 
 _SMOKE_KEY = re.compile(r"[A-Za-z0-9]{16,64}", re.ASCII)
+_ALPN = frozenset({"h2,http/1.1", "http/1.1", "h2"})
 _TIMEOUT = re.compile(r"[1-9][0-9]{0,8}(?:us|ms|s|m|h|d)?", re.ASCII)
 # The file-descriptor budget: HAProxy holds two fds per proxied connection
 # (client side and server side). The rest is a reserve for listeners, health
@@ -111,7 +116,12 @@ def fd_demand(spec: Spec, maxconn: int) -> int:
     """The file-descriptor limit HAProxy will ask for with ``spec``: two per connection,
     one per server (its checks and connections) and per listener, and its own."""
     servers = sum(len(color.servers) + color.slots for app in spec.apps for color in app.colors)
-    binds = len(spec.listeners) + sum(1 for app in spec.apps if app.bind is not None)
+    owners = [(x.bind, x.tls) for x in spec.listeners] + [(a.bind, a.tls) for a in spec.apps]
+    binds = sum(
+        1 + (tls is not None and tls.redirect_from is not None)
+        for bind, tls in owners
+        if bind is not None
+    )
     return _FD_PER_CONN * maxconn + servers + binds + _FD_OWN
 
 
@@ -295,7 +305,7 @@ def render_config(spec: Spec, paths: HAProxyFiles, settings: RenderSettings) -> 
             sections.append(_app_frontend(app, paths, settings))
     for listener in sorted(spec.listeners, key=lambda x: x.name):
         members = [app for app in apps if app.listener == listener.name]
-        sections.append(_listener_frontend(listener.name, listener.bind, members, paths, settings))
+        sections.append(_listener_frontend(listener, members, paths, settings))
     for app in apps:
         for color in sorted(app.colors, key=lambda c: c.name):
             if color.discovery is not None:
@@ -383,6 +393,38 @@ def _bind(bind: str | None, settings: RenderSettings) -> str:
     return check_word(bind, "bind address")
 
 
+def _bind_lines(bind: str, tls: Tls | None, settings: RenderSettings) -> list[str]:
+    """The ``bind`` lines of a frontend: plain, or TLS with every certificate (HAProxy
+    picks one by SNI; the first is the default) and a plain bind that only redirects."""
+    word = _bind(bind, settings)
+    if tls is None:
+        return [f"    bind {word}"]
+    # A directory is named without its final '/': HAProxy then calls its files
+    # <dir>/<file>, the names `set ssl cert` takes.
+    crts = " ".join(f"crt {check_path(item.rstrip('/'), 'certificate')}" for item in tls.certs)
+    if tls.alpn is not None and tls.alpn not in _ALPN:
+        raise InvalidInput(f"refusing to render alpn {str(tls.alpn)[:40]!r} into haproxy.cfg")
+    alpn = f" alpn {tls.alpn}" if tls.alpn else ""
+    lines = [f"    bind {word} ssl {crts}{alpn}"]
+    if tls.redirect_from is not None:
+        host = word.rsplit(":", 1)[0]
+        lines.append(f"    bind {check_word(f'{host}:{_int(tls.redirect_from)}', 'bind address')}")
+    return lines
+
+
+def _redirect(bind: str, tls: Tls | None) -> list[str]:
+    """Plain HTTP to the same host's https URL (the Host header's port replaced)."""
+    if tls is None or tls.redirect_from is None:
+        return []
+    port = split_bind(bind)[1]
+    suffix = "" if port == 443 else f":{_int(port)}"
+    return [
+        "    http-request redirect location"
+        f" https://%[req.hdr(host),field(1,:)]{suffix}%[capture.req.uri]"
+        " code 301 unless { ssl_fc }"
+    ]
+
+
 def _int(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise InvalidInput(f"refusing to render {value!r} as a number")
@@ -456,10 +498,11 @@ def _frontend_body(
 
 
 def _app_frontend(app: App, paths: HAProxyFiles, settings: RenderSettings) -> list[str]:
+    assert app.bind is not None
     return [
         f"frontend app_{check_word(app.name, 'app')}",
-        f"    bind {_bind(app.bind, settings)}",
-        *_frontend_body([(app, "")], paths, settings, []),
+        *_bind_lines(app.bind, app.tls, settings),
+        *_frontend_body([(app, "")], paths, settings, _redirect(app.bind, app.tls)),
         # Reached only when no color is usable and the request skipped the
         # maintenance page (a smoke request): HAProxy answers 503 itself.
         f"    default_backend {check_word(backend_name(app.name, app.stable), 'backend')}",
@@ -467,11 +510,11 @@ def _app_frontend(app: App, paths: HAProxyFiles, settings: RenderSettings) -> li
 
 
 def _listener_frontend(
-    name: str, bind: str, apps: Sequence[App], paths: HAProxyFiles, settings: RenderSettings
+    listener: Listener, apps: Sequence[App], paths: HAProxyFiles, settings: RenderSettings
 ) -> list[str]:
     lines = [
-        f"frontend listener_{check_word(name, 'listener')}",
-        f"    bind {_bind(bind, settings)}",
+        f"frontend listener_{check_word(listener.name, 'listener')}",
+        *_bind_lines(listener.bind, listener.tls, settings),
     ]
     acls = [f"host_{check_word(app.name, 'app')}" for app in apps]
     for app, acl in zip(apps, acls, strict=True):
@@ -487,7 +530,8 @@ def _listener_frontend(
         "    http-request return status 404 content-type text/plain"
         f' string "no app on this listener for this Host\\n"{unmatched}'
     )
-    lines += _frontend_body(list(zip(apps, acls, strict=True)), paths, settings, [not_found])
+    before = [*_redirect(listener.bind, listener.tls), not_found]
+    lines += _frontend_body(list(zip(apps, acls, strict=True)), paths, settings, before)
     for app, acl in zip(apps, acls, strict=True):
         # As default_backend above, per app: a smoke request when nothing is usable.
         stable = check_word(backend_name(app.name, app.stable), "backend")

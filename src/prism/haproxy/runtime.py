@@ -23,6 +23,7 @@ from types import TracebackType
 from prism.errors import RuntimeAPIError, UnsafeArgument
 from prism.haproxy import commands as cmd
 from prism.haproxy.parsers import (
+    LoadedCert,
     MapEntry,
     ServerConn,
     ServerState,
@@ -33,7 +34,9 @@ from prism.haproxy.parsers import (
     parse_servers_state,
     parse_show_info,
     parse_show_map,
+    parse_show_ssl_cert,
     parse_show_stat,
+    parse_ssl_cert_files,
 )
 from prism.types import RuntimeTransport
 
@@ -274,3 +277,32 @@ class RuntimeClient:
     async def set_server_weight(self, backend: str, server: str, weight: int) -> None:
         """Set a server's weight, 0..256."""
         await self.execute(cmd.set_server_weight(backend, server, weight))
+
+    # -- certificates ----------------------------------------------------
+
+    async def show_ssl_certs(self) -> list[str]:
+        """The certificate files the running configuration loaded."""
+        return parse_ssl_cert_files(await self.execute(cmd.show_ssl_cert()))
+
+    async def show_ssl_cert(self, path: str) -> LoadedCert:
+        """The certificate serving from ``path``: serial, dates, subject, fingerprint."""
+        return parse_show_ssl_cert(await self.execute(cmd.show_ssl_cert(path)))
+
+    async def replace_ssl_cert(self, path: str, pem: str) -> None:
+        """Swap the certificate of ``path`` for ``pem`` without a reload.
+
+        ``set ssl cert`` (a transaction) then ``commit ssl cert``; new
+        handshakes see the new certificate at once, open connections keep
+        theirs. The payload is validated before anything is sent; if the set
+        or the commit is refused the transaction is aborted and the old
+        certificate keeps serving.
+        """
+        payload = cmd.set_ssl_cert(path, pem)
+        commit = cmd.commit_ssl_cert(path)
+        try:
+            await self.execute(payload)
+            await self.execute(commit)
+        except RuntimeAPIError:
+            with suppress(RuntimeAPIError):
+                await self.execute(cmd.abort_ssl_cert(path))
+            raise

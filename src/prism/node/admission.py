@@ -40,8 +40,16 @@ def check_fd_budget(spec: Spec, maxconn: int, limit: int | None, *, node: str = 
 
 
 def binds(spec: Spec) -> list[str]:
-    """Every ``host:port`` the spec listens on."""
-    return [x.bind for x in spec.listeners] + [a.bind for a in spec.apps if a.bind]
+    """Every ``host:port`` the spec listens on (a TLS listener's redirect port too)."""
+    owners = [(x.bind, x.tls) for x in spec.listeners] + [(a.bind, a.tls) for a in spec.apps]
+    out: list[str] = []
+    for bind, tls in owners:
+        if bind is None:
+            continue
+        out.append(bind)
+        if tls is not None and tls.redirect_from is not None:
+            out.append(f"{bind.rsplit(':', 1)[0]}:{tls.redirect_from}")
+    return out
 
 
 def check_ports_free(old: Spec, new: Spec, admin_port: int) -> None:

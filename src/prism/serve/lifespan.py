@@ -42,6 +42,7 @@ from prism.release.traffic import Traffic
 from prism.release.webhooks import WebhookSender
 from prism.serve.leader import Leadership
 from prism.services import (
+    CertService,
     DnsService,
     PinService,
     RegistrationService,
@@ -162,6 +163,7 @@ async def _running(
         status=status,
         registrations=registrations,
         dns=DnsService(store, plane),
+        certs=CertService(store, plane),
     )
     try:
         if isinstance(plane, LocalDataPlane):

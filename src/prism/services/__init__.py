@@ -7,6 +7,7 @@
 * :mod:`.registrations` — servers registering themselves for a TTL;
 * :mod:`.releases` — start and steer releases (the engine drives them);
 * :mod:`.status` — app status, node health, the audit log;
+* :mod:`.certs` — replace a TLS certificate at runtime; what each TLS listener serves;
 * :mod:`.dns` — health-weighted DNS weights per node, and their Route 53 batch.
 
 Every change goes through :class:`prism.dataplane.change.Changes` (persist,
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from prism.services.certs import CertService
 from prism.services.dns import DnsService
 from prism.services.pins import PinService
 from prism.services.registrations import RegistrationService
@@ -31,6 +33,7 @@ from prism.services.spec import SpecService
 from prism.services.status import StatusService
 
 __all__ = [
+    "CertService",
     "DnsService",
     "PinService",
     "RegistrationService",
@@ -55,3 +58,4 @@ class Services:
     status: StatusService
     registrations: RegistrationService
     dns: DnsService
+    certs: CertService

@@ -12,6 +12,7 @@ from prism.core.state import DesiredState
 from prism.dataplane.base import DataPlane
 from prism.errors import InvalidInput, PrismError
 from prism.release.engine import stored_releases
+from prism.services.certs import WARN_DAYS
 from prism.services.pins import pin_list
 from prism.store.desired import load_state
 from prism.types import AuditDraft, Store
@@ -195,6 +196,15 @@ class StatusService:
             )
         releases = await stored_releases(self.store, app.name)
         release = releases[0] if releases else None
+        tls = app.tls
+        if app.listener is not None:
+            tls = next((x.tls for x in state.spec.listeners if x.name == app.listener), None)
+        serving: list[dict[str, Any]] | None = None
+        if tls is not None:
+            try:
+                serving = await self.plane.certificates(tls, warn_days=WARN_DAYS)
+            except PrismError:
+                serving = []  # status still answers without HAProxy's view
         return {
             "name": app.name,
             "bind": app.bind,
@@ -205,6 +215,7 @@ class StatusService:
             "weights": routing.weights,
             "previous": routing.previous,
             "stickiness": app.stickiness.model_dump(mode="json"),
+            "tls": None if tls is None else {"certs": list(tls.certs), "serving": serving},
             "colors": colors,
             "pins": pin_list(state, app),
             "release": release.model_dump(mode="json") if release else None,

@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prism.core.model import App, Spec
+from prism.core.pem import CertInfo
 from prism.core.readings import Counters, ServerReading, SmokeReply
 from prism.core.state import DesiredState
+from prism.core.tls import Tls
 from prism.dataplane.base import Converged, PlaneInfo
 from prism.errors import NotFound, PrismError
 
@@ -43,6 +45,8 @@ class FakeDataPlane:
     check_refusals: list[PrismError] = field(default_factory=list)
     applied_revision: int = 0
     last_error: str | None = None
+    #: certificate file -> the bundle serving from it
+    certs: dict[str, CertInfo] = field(default_factory=dict)
 
     # -- set-up helpers --------------------------------------------------
 
@@ -115,6 +119,19 @@ class FakeDataPlane:
 
     async def smoke(self, spec: Spec, app: App, color: str) -> list[SmokeReply]:
         return [self.smoke_replies.get(f"{app.name}.{color}", SmokeReply(200, "ok"))]
+
+    async def set_certificate(self, path: str, cert: CertInfo) -> dict[str, Any]:
+        if self.refusals:
+            raise self.refusals.pop(0)
+        self.certs[path] = cert
+        return {"path": path, "mode": "runtime", **cert.summary()}
+
+    async def certificates(self, tls: Tls, *, warn_days: int) -> list[dict[str, Any]]:
+        return [
+            {"path": path, "serial": cert.serial, "not_after": cert.not_after.isoformat()}
+            for path, cert in sorted(self.certs.items())
+            if path in tls.files
+        ]
 
     async def nodes(self) -> list[dict[str, Any]]:
         return [{"name": "fake", "state": "live", "applied_revision": self.applied_revision}]

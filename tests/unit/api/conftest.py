@@ -17,6 +17,7 @@ from prism.release.engine import ReleaseEngine
 from prism.release.traffic import Traffic
 from prism.release.webhooks import WebhookSender
 from prism.services import (
+    CertService,
     DnsService,
     PinService,
     RegistrationService,
@@ -75,6 +76,7 @@ async def make_api() -> AsyncIterator[Callable[..., Any]]:
             status=status,
             registrations=RegistrationService(store, changes, clock),
             dns=DnsService(store, plane),
+            certs=CertService(store, plane),
         )
         await services.spec.apply(shop(), actor="test", reason=None)
         app = create_app(services, TOKEN, limits=limits, rate=rate)

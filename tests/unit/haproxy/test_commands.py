@@ -292,3 +292,38 @@ def test_any_text_either_raises_or_stays_one_clean_line(key: str, value: str) ->
     assert all(0x21 <= ord(c) <= 0x7E or c == " " for c in command.text)
     assert ";" not in command.text
     assert "\\" not in command.text
+
+
+# -- certificates ------------------------------------------------------------
+
+
+def test_set_ssl_cert_carries_the_pem_as_a_payload() -> None:
+    """One payload line per PEM line; the transport's newline ends it."""
+    pem = "-----BEGIN CERTIFICATE-----\nQUJD\n-----END CERTIFICATE-----\n"
+    command = cmd.set_ssl_cert("/etc/prism/shop.pem", pem)
+    assert command.text == "set ssl cert /etc/prism/shop.pem <<\n" + pem
+    assert command.summary == "set ssl cert /etc/prism/shop.pem <<"
+    assert cmd.commit_ssl_cert("/etc/prism/shop.pem").text == "commit ssl cert /etc/prism/shop.pem"
+    assert cmd.abort_ssl_cert("/etc/prism/shop.pem").text == "abort ssl cert /etc/prism/shop.pem"
+    assert cmd.show_ssl_cert().text == "show ssl cert"
+
+
+@pytest.mark.parametrize(
+    "pem",
+    [
+        "-----BEGIN CERTIFICATE-----\n\nshow info\n-----END CERTIFICATE-----\n",
+        "-----BEGIN CERTIFICATE-----\nQUJD;shutdown sessions\n-----END CERTIFICATE-----\n",
+        "",
+        "A" * 20_000,
+    ],
+)
+def test_set_ssl_cert_refuses_a_payload_that_is_not_pem_lines(pem: str) -> None:
+    """An empty line would end the payload early and run the rest as commands."""
+    with pytest.raises(UnsafeArgument, match="certificate payload"):
+        cmd.set_ssl_cert("/etc/prism/shop.pem", pem)
+
+
+def test_ssl_cert_paths_are_checked() -> None:
+    """The path is one safe word."""
+    with pytest.raises(UnsafeArgument, match="certificate path"):
+        cmd.commit_ssl_cert("/etc/prism/a.pem; show info")

