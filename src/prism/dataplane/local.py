@@ -129,7 +129,9 @@ class LocalDataPlane:
         await self.applier.preflight(state)
 
     async def converge(self, state: DesiredState) -> Converged:
-        report = await self.applier.apply(state)
+        # Concurrent changes each read their state, then queue for the applier:
+        # one that arrives after a newer one was applied is already in effect.
+        report = await self.applier.apply(state, newer_only=True)
         return Converged(
             revision=report.revision,
             mode=report.mode,
