@@ -125,17 +125,49 @@ Two product bugs the benchmarks ran into, both fixed:
   add itself, with the count and the limit, before HAProxy is touched (section 5
   shows the refusal of 1,000 x 3 x 10 servers at this machine's hard limit).
 
-Not found yet: in full runs, one of the 20 weight moves at 1,000 apps took
-about 3.6 s (the p99 in section 5), in both full runs made after these
-fixes, while a `python -m bench --only scale` run had p99 21.7 ms, and a run
-of `--only storm overhead split scale` had its slowest 1,000-app move at 26
-ms. It follows the 7-minute cutover section only; suspects are the machine
-(page reclaim after that section) or a SQLite WAL checkpoint after the
-multi-megabyte spec writes of the grow.
+Found since (issue 14), with `py-spy record --idle --nonblocking -f speedscope`
+on `prism serve` for the whole scale section and the event loop's busy stretches
+read off the timeline: the one weight move in 20 that took about 3.5 s at 1,000
+apps waited behind the *reconciler reloading HAProxy back to an older
+config*. The reconciler reads desired state, then reads every map (about a
+second at 1,000 apps), then waits for the apply lock; a `PUT /config` applied
+meanwhile was newer than the state it held, and it applied its own anyway: a
+reload of 15,000 servers (3.1 s of the event loop in one profile), then the
+next round reloaded forward again. Concurrent changes had the same race on a
+smaller scale (a weight change read before another one could put the map
+back for up to a reconcile interval). An apply now skips a state older than
+the one it applied last (`newer_only`; the newer state holds the older
+change); in the same profile after the fix the reconciler spent 0.03 s in
+render or reload over the section, against 5.0 s before. The node's balancer
+also named all 3,000 backends every 0.5 s tick to find none watched (47 ms a
+tick on the loaded machine; now 5 ms).
 
-Not fixed: the CLI still imports `prism.core.model` (pydantic, ~0.22 s of import),
-so `prism release` stays behind the standard-library manual script in
-section 1.
+Cutover (`POST /apps/shop/release`, py-spy on `prism serve` during 30
+releases): before the map changes, a release makes four fsync'd SQLite
+commits (the pending record, the running record, the step that names the
+share change, the routing with its audit) and writes the map file (file and
+directory fsync); on this shared machine those commits were 47% of the
+release's busy samples. The smoke request built a verifying httpx client each
+time, which loads the CA bundle (140 ms median here under load, 1.7 ms
+without) for a plain-http request: it no longer verifies what cannot be
+verified. The four commits are the release machine's save-then-act record
+and were left as they are.
+
+Routing rules, measured as instructions per request with valgrind's
+callgrind (HAProxy with `nbthread 1`, 2,500 minus 500 requests, the
+overhead section's headers): minimal `default_backend` 31,476; the rules
+before issue 14 42,657 (1.355x); the current rules 40,674 (1.292x). What is
+left above minimal is mostly one header scan per header feature (smoke
+color, pin, cookie, the backend's removal of the smoke key, the response's
+`X-Prism-Color`), the pin and weights map lookups and the dynamic backend
+lookup; throughput ratios on this shared 2-core machine (load 5-13) moved
+by more than the difference from round to round.
+
+Not fixed: the CLI imports httpx (and, when they are installed, the rich and
+pygments its own command line uses) for every command that talks to the
+server: `prism status` cost 0.52 s of CPU against 0.02 s for `python -c pass`
+on the loaded machine (0.58 s before issue 14, same run). `prism --help` no
+longer imports httpx, ssl or asyncio: 0.27 s of CPU, against 0.42 s before.
 
 Fleet (section 7), profiled with cProfile on a process of 200 light nodes
 (`bench/fleet_sim.py`, Prism's agent without HAProxy), not fixed yet:

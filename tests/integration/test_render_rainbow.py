@@ -458,3 +458,26 @@ def test_fallback_to_stable_then_others_then_maintenance(fallback: Live) -> None
     smoke = client.get({"X-Prism-Color": "green"} | KEY)
     assert smoke.status == 503
     assert smoke.body != PAGE
+
+
+def test_smoke_header_naming_no_color_routes_as_usual(shared: Live) -> None:
+    """With the key, a color header naming none of the app's colors routes by pins and weights."""
+    client = shared.client("pinned")
+    for color in ("purple", "Blue", "split.blue", ""):
+        assert client.colors(5, {"X-Prism-Color": color} | KEY) == {"red": 5}, color
+
+
+def test_map_value_naming_no_backend_of_the_app_falls_back(fallback: Live) -> None:
+    """A weights map edited to name no backend of the app sends traffic to stable, else others."""
+    client = fallback.client("fall")
+    weights = fallback.paths.maps / "fall.weights.map"
+    (key,) = [line.split()[0] for line in weights.read_text().splitlines() if line]
+    for value in ("fall.purple", "nosuch.green"):
+        fallback.admin(f"set map {weights} {key} {value}")
+        assert client.colors(10) == {"red": 10}, value
+    # Stable gone too: the first other usable color by name, not HAProxy's default backend.
+    fallback.backends["red"].stop()
+    fallback.wait_status("fall.red/s1", "DOWN")
+    assert client.colors(10) == {"blue": 10}
+    fallback.admin(f"set map {weights} {key} fall.green")
+    assert client.colors(10) == {"green": 10}

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import json
 import os
-import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from prism import errors
 from prism.errors import InvalidInput, PrismError, Unavailable
 from prism.node.files import read_text
 from prism.node.paths import default_state_dir
+
+if TYPE_CHECKING:
+    import ssl
+
+    import httpx
 
 __all__ = ["ApiClient", "Target", "locate"]
 
@@ -66,6 +68,8 @@ def locate(
 
 def _verify(cacert: Path | None) -> ssl.SSLContext:
     """Certificates are always verified: against ``cacert`` when given."""
+    import ssl  # only https needs it; see ApiClient on start-up time
+
     if cacert is None:
         return ssl.create_default_context()
     try:
@@ -78,6 +82,8 @@ def _verify(cacert: Path | None) -> ssl.SSLContext:
 
 
 def _untrusted(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    import ssl  # loaded by httpx already, whenever a request has failed
+
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, ssl.SSLCertVerificationError):
@@ -90,6 +96,12 @@ class ApiClient:
     """Async client of ``/api/v1``."""
 
     def __init__(self, target: Target, *, timeout: float = 120.0) -> None:
+        # Imported here, not at the top: httpx (and what it pulls in) is most of
+        # the CLI's start-up time, and `prism --help` or a refused argument never
+        # needs it.
+        import httpx
+
+        self._httpx = httpx
         self.target = target
         headers = {"X-Prism-Actor": _actor()}
         if target.token:
@@ -99,8 +111,9 @@ class ApiClient:
             headers=headers,
             timeout=timeout,
             trust_env=False,
-            # plain http never needs the trust store (loading it costs start-up time)
-            verify=_verify(target.cacert) if target.url.startswith("https:") else True,
+            # Plain http has no certificate to verify, so it needs no trust store
+            # (verify=True would load the CA bundle: tens of ms of start-up time).
+            verify=_verify(target.cacert) if target.url.startswith("https:") else False,
         )
 
     async def __aenter__(self) -> ApiClient:
@@ -112,7 +125,7 @@ class ApiClient:
     async def request(self, method: str, path: str, body: Any = None) -> Any:
         try:
             reply = await self._client.request(method, path, json=body)
-        except httpx.HTTPError as exc:
+        except self._httpx.HTTPError as exc:
             untrusted = _untrusted(exc)
             if untrusted is not None:
                 raise Unavailable(

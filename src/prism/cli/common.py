@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import sys
 from collections.abc import Awaitable, Callable
@@ -52,6 +51,8 @@ def handles_errors(fn: Callable[P, T]) -> Callable[P, T]:
 
 
 def run(coro: Awaitable[T]) -> T:
+    import asyncio  # not at the top: `prism --help` and argument errors never need it
+
     async def main() -> T:
         return await coro
 

@@ -3,7 +3,6 @@ their color by themselves, for as long as they keep renewing."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -97,7 +96,7 @@ async def _keep_registered(
                                 f"{app}/{color}: {name} {body['address']} registered "
                                 f"(ttl {ttl:g} s); Ctrl-C deregisters it"
                             )
-                await asyncio.sleep(max(0.0, ttl / 3 - (time.monotonic() - began)))
+                await _sleep(max(0.0, ttl / 3 - (time.monotonic() - began)))
     finally:
         if joined:
             await _leave(ctx, app, color, name)
@@ -144,3 +143,11 @@ def registrations(ctx: Ctx, app: str, as_json: bool) -> None:
                 f"{r['color']:<12} {r['server']:<24} {r['address']:<22} {left:<14} "
                 f"by {r['registered_by']}"
             )
+
+
+async def _sleep(seconds: float) -> None:
+    # asyncio is imported when a command runs (see prism.cli.common.run), not
+    # when the CLI loads: `prism --help` never needs it.
+    import asyncio
+
+    await asyncio.sleep(seconds)

@@ -7,15 +7,25 @@ are returned apart and the caller writes all requests first)::
 
     http-request return <maintenance page>    no color has a usable server
     http-request set-var(txn.prism_color)      pins, rule by rule: first hit wins
-    http-request set-var(txn.prism_bucket)     0..99 from the stickiness key, or rand
+    http-request set-var(txn.prism_bucket)     rand, then the stickiness key's hash if sent
     http-request set-var(txn.prism_color)      bucket -> backend via the weights map
-    use_backend <app>.<c> if smoke key + X-Prism-Color: <c>
-    use_backend <app>.<c> if prism_color is <app>.<c> and it has a usable server
+    use_backend <app>.%[X-Prism-Color]         smoke key + X-Prism-Color naming a color
+    use_backend %[var(txn.prism_color)]        it names a color of the app with a usable server
     use_backend <app>.<stable>, then the other colors: the first with a usable server
 
-``txn.prism_color`` holds a backend name. The ``use_backend`` lines name only
-backends that exist, so a map value naming no backend of the app (a runtime
-edit gone wrong) falls through to the stable color instead of failing.
+Every request runs all of them, so each rule is written to cost little on the
+common path: the smoke rule looks at one header and stops when it is absent
+(the secret is compared only when a color header is there), and the chosen
+color is checked and used by one dynamic ``use_backend`` (``nbsrv`` as a
+converter reads the usable servers of the backend the variable names). The
+per-color fallback lines run only when that rule did not match: a color
+without a usable server, or no color chosen.
+
+``txn.prism_color`` holds a backend name. The dynamic rules only ever name a
+backend listed in their own condition, so a map value naming no backend of the
+app (a runtime edit gone wrong) falls through to the stable color instead of
+failing (HAProxy would send a request whose dynamic backend does not exist to
+``default_backend``, skipping the fallback).
 
 "Usable" is HAProxy's ``nbsrv``: servers that are UP (including "UP 1/3",
 going down but not there yet) with a non-zero weight. DRAIN, MAINT, DOWN and
@@ -165,34 +175,34 @@ def app_rules(app: App, paths: HAProxyFiles, host_acl: str) -> AppRules:
     acls = [f"    acl {usable} nbsrv({backend[c.name]}) gt 0" for c in colors]
 
     requests = _maintenance(app, paths, host_acl, usable)
-    requests += _pins(app, paths, host_acl)
+    pins = _pins(app, paths, host_acl)
+    requests += pins
     bucket, sets_cookie = _bucket(app, host_acl)
     requests += bucket
     weights = check_path(paths.weights_map(app_name), "weights map")
     requests.append(
         f"    http-request set-var(txn.prism_color) var(txn.prism_bucket),map_int({weights})"
-        + _if(host_acl, "!prism_color_set")
+        # Without pins nothing else sets the color, so there is nothing to test.
+        + _if(host_acl, "!prism_color_set" if pins else "")
     )
 
     # use_backend rules run in order: smoke, then the chosen color, then fallback.
+    names_ = " ".join(check_word(c.name, "color") for c in colors)
+    # The last occurrence only, in the condition as in the name, so both see one value.
+    smoke_color = "req.hdr(x-prism-color,-1)"
     backends = [
-        f"    use_backend {backend[c.name]}"
+        f"    use_backend {app_name}.%[{smoke_color}]"
+        + _if(host_acl, f"{{ {smoke_color} -m str {names_} }}", "prism_smoke_key")
+    ]
+    chosen = " ".join(backend[c.name] for c in colors)
+    backends.append(
+        "    use_backend %[var(txn.prism_color)]"
         + _if(
             host_acl,
-            "prism_smoke_key",
-            f"{{ req.hdr(x-prism-color) -m str {check_word(c.name, 'color')} }}",
+            f"{{ var(txn.prism_color) -m str {chosen} }}",
+            "{ var(txn.prism_color),nbsrv gt 0 }",
         )
-        for c in colors
-    ]
-    backends += [
-        f"    use_backend {backend[c.name]}"
-        + _if(
-            host_acl,
-            f"{{ var(txn.prism_color) -m str {backend[c.name]} }}",
-            f"{{ nbsrv({backend[c.name]}) gt 0 }}",
-        )
-        for c in colors
-    ]
+    )
     fallback = [c.name for c in colors if c.name == app.stable]
     fallback += [c.name for c in colors if c.name != app.stable]
     backends += [
@@ -227,7 +237,7 @@ def _maintenance(app: App, paths: HAProxyFiles, host_acl: str, usable: str) -> l
 
 
 def _pins(app: App, paths: HAProxyFiles, host_acl: str) -> list[str]:
-    lines = []
+    lines: list[str] = []
     for rule in app.pins:
         path = check_path(paths.maps / pin_map_name(app.name, check_word(rule.name, "rule")), "pin")
         if rule.source == "address":
@@ -237,10 +247,10 @@ def _pins(app: App, paths: HAProxyFiles, host_acl: str) -> list[str]:
             lookup = f"{fetch}({_field(rule.source, rule.key)}),map_str({path})"
         # A key missing from the map makes the lookup fail, which leaves the
         # variable unset for the next rule (and the weights) to fill.
-        lines.append(
-            f"    http-request set-var(txn.prism_color) {lookup}"
-            + _if(host_acl, "!prism_color_set")
-        )
+        # The first pin of an app's own frontend runs before anything can set
+        # the color; on a shared listener another app's rules might have.
+        unset = "!prism_color_set" if lines or host_acl else ""
+        lines.append(f"    http-request set-var(txn.prism_color) {lookup}" + _if(host_acl, unset))
     return lines
 
 
@@ -255,16 +265,16 @@ def _bucket(app: App, host_acl: str) -> tuple[list[str], bool]:
     # sign, which would give negative buckets that match no map range.
     fetch = "req.cook" if sticky.source == "cookie" else "req.hdr"
     key = f"{fetch}({_field(sticky.source, sticky.name)})"
-    present, absent = f"{{ {key} -m found }}", f"!{{ {key} -m found }}"
-    lines = [
-        f"    http-request set-var(txn.prism_bucket) {key},xxh32,mod({BUCKETS})"
-        + _if(host_acl, present)
-    ]
+    # set-var leaves the variable as it was when its fetch fails (key absent),
+    # so no rule needs to look the key up twice to know whether it was sent.
+    hashed = f"    http-request set-var(txn.prism_bucket) {key},xxh32,mod({BUCKETS})" + _if(
+        host_acl
+    )
     if not sticky.set_cookie:
-        lines.append(
-            f"    http-request set-var(txn.prism_bucket) rand({BUCKETS})" + _if(host_acl, absent)
-        )
-        return lines, False
+        return [
+            f"    http-request set-var(txn.prism_bucket) rand({BUCKETS})" + _if(host_acl),
+            hashed,
+        ], False
     max_age = sticky.max_age_s
     if isinstance(max_age, bool) or not isinstance(max_age, int) or max_age < 0:
         raise InvalidInput(f"refusing to render cookie max-age {max_age!r}")
@@ -273,10 +283,12 @@ def _bucket(app: App, host_acl: str) -> tuple[list[str], bool]:
     )
     # A client without the cookie gets a fresh id now: it picks this
     # request's bucket, and the cookie makes every later request hash the same.
-    lines += [
-        "    http-request set-var(txn.prism_uid) uuid" + _if(host_acl, absent),
+    unset = "!{ var(txn.prism_bucket) -m found }"
+    fresh = "{ var(txn.prism_uid) -m found }"
+    return [
+        hashed,
+        "    http-request set-var(txn.prism_uid) uuid" + _if(host_acl, unset),
         f"    http-request set-var(txn.prism_bucket) var(txn.prism_uid),xxh32,mod({BUCKETS})"
-        + _if(host_acl, absent),
-        f"    http-request set-var-fmt(txn.prism_set_cookie) {cookie}" + _if(host_acl, absent),
-    ]
-    return lines, True
+        + _if(host_acl, fresh),
+        f"    http-request set-var-fmt(txn.prism_set_cookie) {cookie}" + _if(host_acl, fresh),
+    ], True

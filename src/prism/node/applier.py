@@ -139,16 +139,28 @@ class Applier:
             _write_files(self.paths, self.render(state))
             self.prepare_start(state)
 
-    async def apply(self, state: DesiredState, *, stage: bool = False) -> ApplyReport:
+    async def apply(
+        self, state: DesiredState, *, stage: bool = False, newer_only: bool = False
+    ) -> ApplyReport:
         """Converge the local HAProxy on ``state``; see the module docstring.
 
         With ``stage``, map changes are only staged (``prepare map`` and
         ``add map @<version>``, invisible to traffic) and the report's mode is
         ``staged``: :meth:`commit_staged` switches them, :meth:`apply` of
         another state forgets them. Reloads and server changes are never staged.
+
+        With ``newer_only``, a state older than the one applied last is not
+        applied (mode ``none``): in one process, changes and the reconciler
+        each read desired state and then wait for this lock, so a state read
+        before another change can reach it after that change was applied.
+        Applying it would put HAProxy back on older weights or an older config
+        (at 1,000 apps, a reload of seconds that every weight move waited
+        behind) until the next apply; the newer state already holds it.
         """
         async with self._lock:
             started = time.perf_counter()
+            if newer_only and state.revision < self.applied_revision:
+                return ApplyReport(state.revision, "none")
             self._staged = None
             try:
                 report = await self._apply(state, stage=stage)
@@ -216,7 +228,8 @@ class Applier:
                 if changed and self._held.get(name) == text:
                     log.warning("map %s changed behind Prism's back; restoring it", name)
                     del self._held[name]
-        return await self.apply(state)
+        # Its state was read before the maps: a change may have been applied since.
+        return await self.apply(state, newer_only=True)
 
     async def _apply(self, state: DesiredState, *, stage: bool) -> ApplyReport:
         files = self.render(state)

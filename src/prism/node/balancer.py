@@ -145,15 +145,20 @@ class Balancer:
         return made
 
     def _watched(self, state: DesiredState) -> list[_Watched]:
-        served = state.served
-        return [
-            _Watched(app, color.name, backend_name(app.name, color.name))
-            for app in served.apps
-            for color in app.colors
-            if app.slow_servers.enabled
-            or app.circuit is not None
-            or backend_name(app.name, color.name) in self._tracks
-        ]
+        # Runs every tick on the event loop: at 1,000 apps naming every color's
+        # backend took milliseconds that weight moves waited behind, so apps with
+        # neither feature nor a track left are skipped before any name is built.
+        tracked = {backend.partition(".")[0] for backend in self._tracks}
+        watched = []
+        for app in state.served.apps:
+            every = app.slow_servers.enabled or app.circuit is not None
+            if not every and app.name not in tracked:
+                continue
+            for color in app.colors:
+                backend = backend_name(app.name, color.name)
+                if every or backend in self._tracks:
+                    watched.append(_Watched(app, color.name, backend))
+        return watched
 
     async def _judge(
         self,

@@ -193,8 +193,9 @@ def test_config_references_state_paths() -> None:
     config = render(load_state("shared_listener"), PATHS, SETTINGS).config
     assert f"stats socket {PATHS.admin_socket} mode 600 level admin" in config
     assert f"server-state-file {PATHS.server_state}" in config
-    assert f"map_int({PATHS.weights_map('api')}) if host_api !prism_color_set" in config
-    assert f"map_int({PATHS.weights_map('shop')}) if host_shop !prism_color_set" in config
+    # No pins: nothing else sets the color before the weights lookup.
+    assert f"map_int({PATHS.weights_map('api')}) if host_api\n" in config
+    assert f"map_int({PATHS.weights_map('shop')}) if host_shop\n" in config
     assert f"file {PATHS.root}/pages/api.maintenance if host_api" in config
 
 
@@ -217,7 +218,7 @@ def test_request_rules_precede_backend_rules(case: str) -> None:
 
 
 def test_backend_rules_order_smoke_chosen_fallback() -> None:
-    """Per app: smoke lines, then the chosen color per color, then stable, then others by name."""
+    """Per app: one smoke line, one chosen-color line, then stable, then others by name."""
     config = render(load_state("shared_listener"), PATHS, SETTINGS).config
     own = [
         line
@@ -225,12 +226,10 @@ def test_backend_rules_order_smoke_chosen_fallback() -> None:
         if line.startswith("use_backend") and "host_api" in line
     ]
     assert own == [
-        "use_backend api.blue if host_api prism_smoke_key { req.hdr(x-prism-color) -m str blue }",
-        "use_backend api.green if host_api prism_smoke_key { req.hdr(x-prism-color) -m str green }",
-        "use_backend api.blue if host_api { var(txn.prism_color) -m str api.blue }"
-        " { nbsrv(api.blue) gt 0 }",
-        "use_backend api.green if host_api { var(txn.prism_color) -m str api.green }"
-        " { nbsrv(api.green) gt 0 }",
+        "use_backend api.%[req.hdr(x-prism-color,-1)] if host_api"
+        " { req.hdr(x-prism-color,-1) -m str blue green } prism_smoke_key",
+        "use_backend %[var(txn.prism_color)] if host_api"
+        " { var(txn.prism_color) -m str api.blue api.green } { var(txn.prism_color),nbsrv gt 0 }",
         "use_backend api.green if host_api { nbsrv(api.green) gt 0 }",
         "use_backend api.blue if host_api { nbsrv(api.blue) gt 0 }",
         "use_backend api.green if host_api",
@@ -245,7 +244,9 @@ def test_request_rules_order_pins_bucket_weights() -> None:
     assert requests[0].endswith(" if !usable_shop !prism_smoke_key")
     pins = requests[1:4]
     assert [p.split()[2].split("(")[0] for p in pins] == ["req.hdr", "src,map_ip", "url_param"]
-    assert all(p.endswith(" if !prism_color_set") for p in pins)
+    # The first pin runs before anything can set the color; the others test it.
+    assert " if " not in pins[0]
+    assert all(p.endswith(" if !prism_color_set") for p in pins[1:])
     assert "shop.pins.tenant.map" in pins[0]
     assert "shop.pins.office.map" in pins[1]
     assert "shop.pins.beta.map" in pins[2]
@@ -272,11 +273,55 @@ def test_usable_acl_ors_every_color() -> None:
 
 
 def test_smoke_needs_key_and_color() -> None:
-    """A smoke line requires the secret-key ACL and the exact color header together."""
+    """The smoke line needs a color header naming one of the app's colors, then the key."""
     config = render(load_state("one_app_three_colors"), PATHS, SETTINGS).config
     lines = frontend(config, "app_shop")
     assert "acl prism_smoke_key req.hdr(x-prism-smoke-key) -m str GoldenSmokeKey0123456789" in lines
-    assert "use_backend shop.red if prism_smoke_key { req.hdr(x-prism-color) -m str red }" in lines
+    smoke = [line for line in lines if "x-prism-color" in line]
+    # The color header first: a request without it stops there, before the key is compared.
+    assert smoke == [
+        "use_backend shop.%[req.hdr(x-prism-color,-1)]"
+        " if { req.hdr(x-prism-color,-1) -m str blue green red } prism_smoke_key"
+    ]
+
+
+def test_chosen_color_is_one_dynamic_rule() -> None:
+    """The chosen color is used by one rule naming only the app's backends, if usable."""
+    lines = frontend(render(load_state("one_app_three_colors"), PATHS, SETTINGS).config, "app_shop")
+    backends = [line for line in lines if line.startswith(("use_backend", "default_backend"))]
+    assert backends == [
+        "use_backend shop.%[req.hdr(x-prism-color,-1)]"
+        " if { req.hdr(x-prism-color,-1) -m str blue green red } prism_smoke_key",
+        "use_backend %[var(txn.prism_color)]"
+        " if { var(txn.prism_color) -m str shop.blue shop.green shop.red }"
+        " { var(txn.prism_color),nbsrv gt 0 }",
+        "use_backend shop.blue if { nbsrv(shop.blue) gt 0 }",
+        "use_backend shop.green if { nbsrv(shop.green) gt 0 }",
+        "use_backend shop.red if { nbsrv(shop.red) gt 0 }",
+        "default_backend shop.blue",
+    ]
+
+
+def test_thirty_two_colors_fit_a_line() -> None:
+    """The dynamic rules list every color on one line: 32 colors stay under 64 words."""
+    colors = [f"c{i:02d}" for i in range(32)]
+    state = parse_model(
+        DesiredState,
+        {
+            "spec": {
+                "apps": [
+                    {
+                        "name": "wide",
+                        "bind": "127.0.0.1:8100",
+                        "stable": "c00",
+                        "colors": [{"name": c, "servers": []} for c in colors],
+                    }
+                ]
+            }
+        },
+    )
+    config = render(state, PATHS, SETTINGS).config
+    assert max(len(line.split()) for line in config.splitlines()) < 64
 
 
 def test_unmatched_host_gets_404() -> None:
@@ -458,17 +503,17 @@ def test_stickiness_none_uses_rand() -> None:
 
 
 def test_stickiness_header() -> None:
-    """Header stickiness hashes the header with xxh32 when present, rand(100) otherwise."""
+    """Header stickiness: rand(100), replaced by the header's xxh32 when the header is sent."""
     state = _with_app(
         load_state("one_app_three_colors"),
         stickiness=Stickiness(source="header", name="X-User"),
     )
     lines = frontend(render(state, PATHS, SETTINGS).config, "app_shop")
     buckets = [line for line in lines if "set-var(txn.prism_bucket)" in line]
+    # set-var keeps the variable when its fetch fails, so no line looks the header up twice.
     assert buckets == [
-        "http-request set-var(txn.prism_bucket) req.hdr(X-User),xxh32,mod(100)"
-        " if { req.hdr(X-User) -m found }",
-        "http-request set-var(txn.prism_bucket) rand(100) if !{ req.hdr(X-User) -m found }",
+        "http-request set-var(txn.prism_bucket) rand(100)",
+        "http-request set-var(txn.prism_bucket) req.hdr(X-User),xxh32,mod(100)",
     ]
     assert not any("Set-Cookie" in line for line in lines)
 
@@ -476,15 +521,15 @@ def test_stickiness_header() -> None:
 def test_stickiness_cookie_with_set_cookie() -> None:
     """set_cookie: a cookie-less request gets a uuid as its key and a Set-Cookie for it."""
     lines = frontend(render(load_state("rainbow"), PATHS, SETTINGS).config, "app_shop")
-    absent = "if !{ req.cook(prism_uid) -m found }"
-    assert f"http-request set-var(txn.prism_uid) uuid {absent}" in lines
-    assert (
-        f"http-request set-var(txn.prism_bucket) var(txn.prism_uid),xxh32,mod(100) {absent}"
-    ) in lines
-    assert (
+    fresh = "if { var(txn.prism_uid) -m found }"
+    sticky = [line for line in lines if "prism_uid" in line and line.startswith("http-request")]
+    assert sticky == [
+        "http-request set-var(txn.prism_bucket) req.cook(prism_uid),xxh32,mod(100)",
+        "http-request set-var(txn.prism_uid) uuid if !{ var(txn.prism_bucket) -m found }",
+        f"http-request set-var(txn.prism_bucket) var(txn.prism_uid),xxh32,mod(100) {fresh}",
         'http-request set-var-fmt(txn.prism_set_cookie) "prism_uid=%[var(txn.prism_uid)];'
-        f' Path=/; Max-Age=86400; SameSite=Lax; HttpOnly" {absent}'
-    ) in lines
+        f' Path=/; Max-Age=86400; SameSite=Lax; HttpOnly" {fresh}',
+    ]
     assert (
         "http-response add-header Set-Cookie %[var(txn.prism_set_cookie)]"
         " if { var(txn.prism_set_cookie) -m found }"
@@ -497,8 +542,7 @@ def test_stickiness_cookie_without_set_cookie_sets_none() -> None:
         render(load_state("rainbow_listener"), PATHS, SETTINGS).config, "listener_edge"
     )
     assert (
-        "http-request set-var(txn.prism_bucket) req.cook(sid),xxh32,mod(100)"
-        " if host_web { req.cook(sid) -m found }"
+        "http-request set-var(txn.prism_bucket) req.cook(sid),xxh32,mod(100) if host_web"
     ) in lines
     assert not any("Set-Cookie" in line or "uuid" in line for line in lines)
 

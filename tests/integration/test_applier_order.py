@@ -1,0 +1,75 @@
+"""A desired state read before a newer one was applied never puts HAProxy back on it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from prism.core.model import parse_model
+from prism.core.state import DesiredState, Routing
+from prism.dataplane.local import LocalDataPlane
+from prism.haproxy.binary import find_haproxy
+from prism.node.paths import StatePaths
+from prism.node.settings import node_settings
+from prism.testing.processes import free_port
+
+pytestmark = pytest.mark.haproxy
+
+
+def state(revision: int, weights: dict[str, int], port: int) -> DesiredState:
+    """App ``shop`` (blue, green; no servers: only its map matters here) at ``revision``."""
+    spec = {
+        "apps": [
+            {
+                "name": "shop",
+                "bind": f"127.0.0.1:{port}",
+                "stable": "blue",
+                "colors": [{"name": "blue", "servers": []}, {"name": "green", "servers": []}],
+            }
+        ]
+    }
+    routing = {"shop": Routing.moved(None, weights).model_dump()}
+    return parse_model(DesiredState, {"spec": spec, "routing": routing, "revision": revision})
+
+
+@pytest.fixture
+async def plane(tmp_path: Path) -> AsyncIterator[LocalDataPlane]:
+    paths = StatePaths.at(tmp_path / "state")
+    paths.root.mkdir(parents=True)
+    local = LocalDataPlane.for_node(paths, node_settings(paths, None), find_haproxy())
+    try:
+        yield local
+    finally:
+        await local.supervisor.stop()
+
+
+async def weights_map(plane: LocalDataPlane) -> list[tuple[str, str]]:
+    path = plane.paths.weights_map("shop")
+    return [(e.key, e.value) for e in await plane.runtime.show_map(str(path))]
+
+
+async def test_stale_converge_and_reconcile_leave_the_newer_state(plane: LocalDataPlane) -> None:
+    """Converge/reconcile of revision 2 after revision 3 was applied change nothing."""
+    port = free_port()
+    first = state(1, {"blue": 100}, port)
+    await plane.start(first)
+    await plane.converge(first)
+    newer = state(3, {"green": 100}, port)
+    await plane.converge(newer)
+    assert await weights_map(plane) == [("0:99", "shop.green")]
+
+    stale = state(2, {"blue": 50, "green": 50}, port)
+    report = await plane.converge(stale)
+    assert report.mode == "none"
+    assert report.operations == ()
+    await plane.reconcile(stale)
+    assert await weights_map(plane) == [("0:99", "shop.green")]
+    assert plane.applier.applied_revision == 3
+
+    # The same revision again is applied (the reconciler repairs drift at it).
+    await plane.runtime.set_map(str(plane.paths.weights_map("shop")), "0:99", "shop.blue")
+    plane.applier._held.clear()
+    await plane.reconcile(newer)
+    assert await weights_map(plane) == [("0:99", "shop.green")]
