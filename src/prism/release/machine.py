@@ -30,8 +30,16 @@ Rules:
   restart keeps both. Counters that went down (HAProxy reloaded) start a
   fresh window (the last verdict stands until the new window gives one).
 * Once traffic has moved, every Tick of ``running``, ``waiting`` and
-  ``holding`` judges health and analysis: an unhealthy target or a failed
-  analysis rolls back; readings that are missing hold the plan, never pass it.
+  ``holding`` judges health and analysis over the sliding window
+  (:mod:`prism.release.window`): an unhealthy target rolls back at once. Each
+  reading is pass, fail, wait (too little data yet), inconclusive (a wait
+  that lasted ``max_wait_ms``) or error (no reading), counted per step in the
+  record's ``budget``: the ``failure_limit + 1``-th failed reading rolls back;
+  the ``inconclusive_limit + 1``-th inconclusive reading, or the
+  ``consecutive_error_limit + 1``-th error in a row, makes a ``running``
+  release *hold* (``held`` says why; audited ``release.held``, emitted
+  ``analysis.inconclusive`` or ``analysis.errors``) until a person promotes or
+  aborts. Silence never passes a pause and never waits forever.
 * A fleet node that is lost (it joined once and has no report) holds the
   plan: ``running`` goes to ``holding`` until no node is lost (it returned,
   or a person forgot it). Health and analysis are still judged meanwhile.
@@ -47,7 +55,8 @@ Rules:
     pending       Began                    running | refused (a gate said no)
                   Restarted                refused
     running       Tick                     running | waiting (manual pause) | holding
-                                           (confirm said no, a node lost) | draining | completed |
+                                           (confirm said no, a node lost, analysis inconclusive
+                                           or without readings) | draining | completed |
                                            rolling_back (unhealthy, analysis failed)
                   ShareSet | ShareFailed   running (the step's share set, or retried)
                   Restarted | Promote      running
@@ -55,7 +64,8 @@ Rules:
     waiting       Tick                     waiting | rolling_back
                   Restarted                waiting
                   Promote | Pause | Abort  running | paused | rolling_back
-    holding       Tick                     holding | running (confirmed, nodes back) | rolling_back
+    holding       Tick                     holding | running (confirmed, nodes back; never while
+                                           ``held``) | rolling_back
                   Restarted                holding
                   Promote | Pause | Abort  running | paused | rolling_back
     paused        Tick | Restarted         paused (nothing moves, nothing is judged)
@@ -97,7 +107,8 @@ from prism.release.events import (
     Wants,
 )
 from prism.release.plan import AnalysisStep, PauseStep, ReleasePlan, WeightStep
-from prism.release.record import ACTIVE, TERMINAL, LogEntry, Phase, ReleaseRecord
+from prism.release.record import ACTIVE, TERMINAL, Budget, Held, LogEntry, Phase, ReleaseRecord
+from prism.release.window import sample, slide, span
 
 __all__ = [
     "ACTIVE",
@@ -290,6 +301,8 @@ def _handle(record: ReleaseRecord, event: Event) -> Step:
                 phase=_P.RUNNING,
                 paused_at=None,
                 step_started_at=record.step_started_at + held,
+                held=None,  # a person looked: the budgets start again
+                budget=Budget(starved_since=at),
             )
             audit = Audit("resumed", f"by {event.actor}")
             return _told(resumed, audit, "resumed", 0.0, by=event.actor)
@@ -435,6 +448,8 @@ def _tick(record: ReleaseRecord, event: Tick) -> Step:
         )
         held = record.noted(event.at, _e("lost", False, why, event.at), phase=_P.HOLDING)
         return _told(held, Audit("held", why), "node.lost", _tick_s(record), nodes=list(event.lost))
+    if record.phase is _P.HOLDING and record.held is not None:
+        return Step(record, (), _tick_s(record))  # until a person promotes or aborts
     if record.phase is _P.HOLDING and not _awaits_confirm(record):
         return Step(record.noted(event.at, phase=_P.RUNNING), (), 0.0)
     if _inflight(record) == "step":
@@ -454,40 +469,122 @@ def _tick(record: ReleaseRecord, event: Tick) -> Step:
 
 def _watch(record: ReleaseRecord, event: Tick) -> tuple[ReleaseRecord, str | Step]:
     """Health and analysis once traffic has moved: the record and "ok", "blind" (readings
-    missing) or the rollback's step."""
+    missing) or the step that rolls back or holds."""
     if event.weights.get(record.to_color, 0) <= record.initial_weights.get(record.to_color, 0):
         return record, "ok"  # no traffic moved yet: nothing to judge or protect
     if event.health is None or event.target is None:
-        return record, "blind"
+        return _no_reading(record, event)
     if not event.health.passed:
         why = f"target unhealthy: {event.health.message}"
         return record, _roll_back(
             record, _e("rollback", False, why, event.at, event.health.readings)
         )
-    verdict = _analyse(record, event.target, event.baseline)
+    record, verdict = _analyse(record, event.at, event.target, event.baseline)
     if verdict is None:
-        window = _window(event.target, event.baseline)
-        return record.noted(event.at, window=window), "ok"
+        return record, "ok"
+    return _count(record, verdict, event.at)
+
+
+def _no_reading(record: ReleaseRecord, event: Tick) -> tuple[ReleaseRecord, str | Step]:
+    """An error reading: counted in a row; past the limit the release holds."""
+    errors = record.budget.errors + 1
+    limit = record.analysis.consecutive_error_limit
+    missing = "health" if event.health is None else "counters"
+    message = f"no reading ({missing} missing): {errors} in a row, limit {limit}"
+    verdict = Verdict("error", message, {"errors": errors, "consecutive_error_limit": limit})
+    record = record.noted(
+        event.at,
+        budget=record.budget.model_copy(update={"errors": errors}),
+        verdict=verdict.to_dict(),
+    )
+    if errors > limit and record.phase is _P.RUNNING and record.held is None:
+        return record, _hold(record, "errors", f"analysis has no reading: {message}", event.at)
+    return record, "blind"
+
+
+def _count(record: ReleaseRecord, verdict: Verdict, at: float) -> tuple[ReleaseRecord, str | Step]:
+    """Count one reading against the step's limits: roll back, hold, or carry on."""
+    analysis, budget = record.analysis, record.budget.model_copy(update={"errors": 0})
     if verdict.outcome == "fail":
-        why = f"analysis failed: {verdict.message}"
-        return record, _roll_back(record, _e("rollback", False, why, event.at, verdict.readings))
+        failures = budget.failures + 1
+        budget = budget.model_copy(update={"failures": failures, "starved_since": None})
+        if failures > analysis.failure_limit:
+            why = f"analysis failed: {verdict.message}"
+            if analysis.failure_limit:
+                why += f" (failed reading {failures}, limit {analysis.failure_limit})"
+            record = record.noted(at, budget=budget)
+            return record, _roll_back(record, _e("rollback", False, why, at, verdict.readings))
+        entry = _e(
+            "analysis",
+            False,
+            f"failed reading {failures} of {analysis.failure_limit} allowed: {verdict.message}",
+            at,
+            verdict.readings,
+        )
+        return record.noted(at, entry, budget=budget, verdict=verdict.to_dict()), "ok"
+    if verdict.outcome == "wait":
+        since = budget.starved_since if budget.starved_since is not None else at
+        budget = budget.model_copy(update={"starved_since": since})
+        if at - since >= analysis.max_wait_ms / 1000:
+            inconclusive = budget.inconclusive + 1
+            budget = budget.model_copy(update={"inconclusive": inconclusive, "starved_since": at})
+            message = (
+                f"inconclusive: {verdict.message} after {analysis.max_wait_ms / 1000:g} s "
+                f"(inconclusive reading {inconclusive}, limit {analysis.inconclusive_limit})"
+            )
+            verdict = Verdict("inconclusive", message, verdict.readings)
+            record = record.noted(at, budget=budget, verdict=verdict.to_dict())
+            over = inconclusive > analysis.inconclusive_limit
+            if over and record.phase is _P.RUNNING and record.held is None:
+                return record, _hold(record, "inconclusive", message, at)
+            entry = _e("analysis", False, message, at, verdict.readings)
+            return record.noted(at, entry), "ok"
+    else:
+        budget = budget.model_copy(update={"starved_since": None})
+    record = record.noted(at, budget=budget)
     if record.verdict is None or record.verdict.get("message") != verdict.message:
-        record = record.noted(event.at, verdict=verdict.to_dict())
+        record = record.noted(at, verdict=verdict.to_dict())
     return record, "ok"
 
 
-def _analyse(record: ReleaseRecord, target: Counters, baseline: Counters | None) -> Verdict | None:
-    """Judge the window; None when one must start now (none yet, or counters were reset)."""
+def _hold(record: ReleaseRecord, held: Held, why: str, at: float) -> Step:
+    """Hold for a person (promote or abort), audited and notified: never pass on silence."""
+    message = f"holding: {why}; promote or abort"
+    holding = record.noted(at, _e("held", False, message, at), phase=_P.HOLDING, held=held)
+    return _told(holding, Audit("held", message), f"analysis.{held}", _tick_s(record), reason=why)
+
+
+def _analyse(
+    record: ReleaseRecord, at: float, target: Counters, baseline: Counters | None
+) -> tuple[ReleaseRecord, Verdict | None]:
+    """Slide the window and judge it; no verdict when the step's window must start now
+    (none yet, or counters were reset).
+
+    The sliding window is judged when it holds ``min_requests`` target requests;
+    otherwise the whole step so far (a quiet canary still gathers its evidence).
+    """
+    analysis = record.analysis
+    samples = slide(
+        record.samples, sample(at, target, baseline), analysis.window_ms, analysis.tick_ms
+    )
+    record = record.noted(at, samples=samples)
     window = record.window or {}
     start = window.get("target")
     moved = None if start is None else delta(Counters.from_dict(start), target)
     if moved is None:
-        return None
-    base_start = window.get("baseline")
-    base = None
-    if baseline is not None and base_start is not None:
-        base = delta(Counters.from_dict(base_start), baseline)
-    return judge(record.analysis, moved, base)
+        return record.noted(at, window=_window(target, baseline)), None
+    recent = span(samples)
+    if recent is not None and recent.target.requests >= analysis.min_requests:
+        verdict = judge(analysis, recent.target, recent.baseline)
+        readings = {**verdict.readings, "window": "sliding", "window_s": round(recent.seconds, 3)}
+    else:
+        base_start = window.get("baseline")
+        base = None
+        if baseline is not None and base_start is not None:
+            base = delta(Counters.from_dict(base_start), baseline)
+        verdict = judge(analysis, moved, base)
+        readings = {**verdict.readings, "window": "step"}
+    return record, Verdict(verdict.outcome, verdict.message, readings)
 
 
 def _window(
@@ -557,6 +654,8 @@ def _promote(record: ReleaseRecord, event: Promote) -> Step:
         confirmed_step=index,
         inflight=None,  # the plan position moved: the next tick decides what to set
         attempts=0,
+        held=None,
+        budget=Budget(starved_since=event.at),
     )
     audit = Audit("promoted", message)
     return _told(moved, audit, "promoted", 0.0, full=event.full, by=event.actor)
@@ -596,6 +695,8 @@ def _share_set(record: ReleaseRecord, event: ShareSet) -> Step:
         step=record.step + 1,
         step_started_at=at,
         window=_window(event.target, event.baseline),
+        samples=() if event.target is None else (sample(at, event.target, event.baseline),),
+        budget=Budget(starved_since=at),
         verdict=None,
         inflight=None,
         attempts=0,

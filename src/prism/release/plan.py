@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic.json_schema import JsonSchemaValue
@@ -28,6 +28,7 @@ from prism import names
 from prism.core.model import DurationMs, Name, _Frozen, json_pattern, parse_duration_ms
 
 __all__ = [
+    "MAX_WINDOW_TICKS",
     "Analysis",
     "AnalysisStep",
     "PauseStep",
@@ -38,6 +39,9 @@ __all__ = [
     "plan_from_flags",
 ]
 
+#: The most ticks one analysis window may span (the record keeps one sample per tick).
+MAX_WINDOW_TICKS: Final = 100
+
 _URL = re.compile(
     r"https?://[A-Za-z0-9.-]{1,253}(:\d{1,5})?(/[A-Za-z0-9._~/%?&=+-]{0,500})?", re.ASCII
 )
@@ -46,10 +50,18 @@ _URL = re.compile(
 class Analysis(_Frozen):
     """Thresholds judged over a window of HAProxy counters of the target color's backend.
 
-    Fewer than ``min_requests`` requests in the window means *wait*, never pass.
-    Ratios "vs stable" compare with the color the release moves traffic from,
-    over the same window; ``*_floor`` keeps tiny baselines from making every
-    blip a failure.
+    The counters are read every ``tick_ms`` and judged over a sliding window of
+    the last ``window_ms`` (or, when that holds fewer than ``min_requests``
+    target requests, over the whole step so far). Fewer than ``min_requests``
+    requests means *wait*, never pass. Ratios "vs stable" compare with the
+    color the release moves traffic from, over the same window; ``*_floor``
+    keeps tiny baselines from making every blip a failure.
+
+    Each tick's reading is pass, fail, inconclusive (still too little data
+    after ``max_wait_ms``) or error (no reading at all). Per step, the release
+    rolls back at the ``failure_limit + 1``-th failed reading, and *holds* (and
+    notifies) at the ``inconclusive_limit + 1``-th inconclusive reading or the
+    ``consecutive_error_limit + 1``-th error in a row.
     """
 
     min_requests: int = Field(default=20, ge=1, le=10_000_000, strict=True)
@@ -59,7 +71,24 @@ class Analysis(_Frozen):
     max_mean_response_ms: int | None = Field(default=2000, ge=1, le=3_600_000)
     max_response_vs_stable: float | None = Field(default=3.0, ge=1, le=1000)
     response_floor_ms: int = Field(default=50, ge=0, le=60_000)
-    tick_ms: DurationMs = Field(default=5000, ge=50, le=600_000)
+    tick_ms: DurationMs = Field(default=1000, ge=100, le=600_000)
+    window_ms: DurationMs = Field(default=10_000, ge=100, le=600_000)
+    max_wait_ms: DurationMs = Field(default=60_000, ge=100, le=86_400_000)
+    failure_limit: int = Field(default=0, ge=0, le=1000, strict=True)
+    inconclusive_limit: int = Field(default=0, ge=0, le=1000, strict=True)
+    consecutive_error_limit: int = Field(default=4, ge=0, le=1000, strict=True)
+
+    @model_validator(mode="after")
+    def _window_fits(self) -> Analysis:
+        # the record keeps one sample per tick of the window: bound it
+        if self.window_ms < self.tick_ms:
+            raise ValueError("window_ms must be at least tick_ms")
+        if self.window_ms > self.tick_ms * MAX_WINDOW_TICKS:
+            raise ValueError(
+                f"window_ms may span at most {MAX_WINDOW_TICKS} ticks "
+                f"({self.tick_ms * MAX_WINDOW_TICKS} ms at tick_ms {self.tick_ms})"
+            )
+        return self
 
 
 class Webhook(_Frozen):
