@@ -358,7 +358,7 @@ def _began(record: ReleaseRecord, event: Began) -> Step:
     failed = next((g for g in event.gates if not g.passed), None)
     if failed is not None:
         return Step(record.noted(at, phase=_P.REFUSED), (Audit("refused", failed.message),))
-    running = record.noted(at, phase=_P.RUNNING, step_started_at=at)
+    running = record.noted(at, phase=_P.RUNNING, step_started_at=at, initial_up=dict(event.up))
     return _told(
         running, Audit("started"), "started", 0.0, plan=record.plan.model_dump(mode="json")
     )
@@ -678,12 +678,26 @@ def _share_set(record: ReleaseRecord, event: ShareSet) -> Step:
         why = cause.message if cause else "rolled back"
         readings = cause.readings if cause else {}
         share = record.initial_weights.get(record.to_color, 0)
-        entry = _e(
-            "rolled_back", True, f"{record.to_color} back to {share}% ({_weights(weights)})", at
-        )
+        message = f"{record.to_color} back to {share}% ({_weights(weights)})"
+        if event.capped:
+            # capacity held part of the old share back on the target: say so everywhere
+            message = (
+                f"{record.to_color} at {weights.get(record.to_color, 0)}%, not {share}%, "
+                f"({_weights(weights)}): " + "; ".join(event.capped)
+            )
+            readings = {**readings, "capped": list(event.capped)}
+        entry = _e("rolled_back", True, message, at, {"capped": list(event.capped)})
         done = record.noted(at, entry, phase=_P.ROLLED_BACK, inflight=None, attempts=0)
         audit = Audit("rolled_back", why, readings)
-        return _told(done, audit, "rolled_back", reason=why, readings=readings, weights=weights)
+        return _told(
+            done,
+            audit,
+            "rolled_back",
+            reason=why,
+            readings=readings,
+            weights=weights,
+            capped=list(event.capped),
+        )
     current = record.plan.steps[record.step]
     assert isinstance(current, WeightStep)
     message = f"{record.to_color} at {current.weight}% ({_weights(weights)})"

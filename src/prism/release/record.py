@@ -109,6 +109,8 @@ class ReleaseRecord(BaseModel):
     to_color: str
     plan: ReleasePlan
     initial_weights: dict[str, int]
+    #: ready servers per color when the release began: a rollback never loads them more
+    initial_up: dict[str, int] = {}
     phase: Phase
     step: int = 0
     #: wall-clock time the current step began (pause deadlines derive from it)

@@ -588,3 +588,27 @@ async def test_a_release_started_elsewhere_is_driven_by_the_leader(world: World)
     record = await world.until(ENDED)
     assert record.phase is Phase.COMPLETED
     assert await world.weights() == {"green": 100}
+
+
+async def test_an_abort_after_stable_lost_a_server_caps_stable_at_its_capacity(
+    world: World,
+) -> None:
+    """Blue carried 100% on 2 ready servers; it lost one mid-release: the abort gives it 50%,
+    green keeps the rest, and the rollback says so in its log, audit and webhook event."""
+    world.plane.set_servers("shop.blue", "s1", "s2")
+    await start(world, canary(10, 100, pause="1h", webhooks=[{"url": f"{HOOKS}/events"}]))
+    record = await poll(lambda: _step_at_least(world, 1))
+    assert record.initial_up == {"blue": 2, "green": 1, "red": 1}
+    world.plane.set_servers("shop.blue", "s1")
+    await world.engine.abort("shop", None, actor="ann", reason="bad canary")
+    record = await world.until(ENDED)
+    assert record.phase is Phase.ROLLED_BACK
+    assert await world.weights() == {"blue": 50, "green": 50}
+    done = record.steps[-1]
+    assert done.message.startswith("green at 50%, not 0%")
+    assert "blue has 1 of the 2 ready server(s)" in done.message
+    audit = (await world.actions("release.rolled_back"))[-1]
+    assert audit["readings"]["capped"] == [done.message.split(": ", 1)[1]]
+    await poll(lambda: now(any(e["event"] == "rolled_back" for e in world.hooks.events)))
+    event = next(e for e in world.hooks.events if e["event"] == "rolled_back")
+    assert event["data"]["capped"] == audit["readings"]["capped"]
