@@ -1,19 +1,21 @@
 """Release judgment against a real `prism serve`, HAProxy and demo backends: a canary that
 turns 5xx is off traffic within a tick at default settings, with a client-side loss inside
-share x rate x (tick + slack); a canary that gets no traffic goes inconclusive and holds."""
+share x rate x (tick + slack); a canary that gets no traffic goes inconclusive and holds; a
+rollback after stable lost a server keeps stable within its capacity."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from prism.testing.load import run_load_in_thread
-from prism.testing.processes import Backend
+from prism.testing.processes import Backend, BackendSpec, backends, free_port
 from prism.testing.wait import wait_for
-from tests.conftest import Server, wait_for_traffic
+from tests.conftest import Server, shop_spec, wait_for_traffic, wait_until_up
 from tests.integration.test_releases import (
     release_of,
     setup_app,
@@ -107,3 +109,55 @@ def test_a_canary_without_traffic_goes_inconclusive_and_holds(
     assert aborted.status_code == 200, aborted.text
     wait_phase(server, "green", {"rolled_back"})
     assert weights(server) == {"blue": 100}
+
+
+@pytest.fixture
+def two_blue() -> Iterator[list[Backend]]:
+    """Blue on two demo backends (s1, s2), green on one."""
+    specs = [
+        BackendSpec("blue", "v1", "s1"),
+        BackendSpec("blue", "v1", "s2"),
+        BackendSpec("green", "v2", "s1"),
+    ]
+    with backends(specs) as running:
+        yield running
+
+
+def test_a_rollback_after_stable_lost_a_server_keeps_stable_within_its_capacity(
+    server: Server, two_blue: list[Backend]
+) -> None:
+    """Blue carried 100% on 2 servers when the release began; one dies mid-canary: the abort
+    gives blue 50%, not 100%, keeps the rest on green, and says why."""
+    port = free_port()
+    spec = shop_spec(port, {"blue": two_blue[0], "green": two_blue[2]})
+    blue = spec["apps"][0]["colors"][0]
+    blue["servers"].append({"name": "s2", "host": "127.0.0.1", "port": two_blue[1].port})
+    reply = server.api("PUT", "/config", {"spec": spec})
+    assert reply.status_code == 200, reply.text
+    wait_until_up(server, "shop", ["blue", "green"])
+    steps = [{"weight": 10}, {"pause": "60s"}, {"weight": 100}]
+    start(server, {"to": "green", "steps": steps, "analysis": {"tick_ms": 200}})
+    wait_share(server, "green", 10)
+    assert release_of(server, "green")["initial_up"] == {"blue": 2, "green": 1}
+    two_blue[1].kill9()
+    wait_for(
+        lambda: server.api("GET", "/apps/shop").json()["colors"],
+        until=lambda colors: any(
+            s["name"] == "s2" and s["status"].startswith("DOWN")
+            for c in colors
+            if c["name"] == "blue"
+            for s in c["servers"]
+        ),
+        timeout=10,
+        what="blue s2 DOWN",
+    )
+    aborted = server.api("POST", "/apps/shop/releases/abort", {"reason": "stop"})
+    assert aborted.status_code == 200, aborted.text
+    record = wait_phase(server, "green", {"rolled_back", "failed"})
+    assert record["phase"] == "rolled_back", record["steps"]
+    assert weights(server) == {"blue": 50, "green": 50}
+    done = record["steps"][-1]["message"]
+    assert "blue has 1 of the 2 ready server(s)" in done
+    assert "it gets 50% instead of 100%, 50% stays on green" in done
+    answers = {httpx.get(f"http://127.0.0.1:{port}/").json()["color"] for _ in range(40)}
+    assert answers == {"blue", "green"}
