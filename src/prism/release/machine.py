@@ -106,9 +106,19 @@ from prism.release.events import (
     Tick,
     Wants,
 )
-from prism.release.plan import AnalysisStep, PauseStep, ReleasePlan, WeightStep
-from prism.release.record import ACTIVE, TERMINAL, Budget, Held, LogEntry, Phase, ReleaseRecord
-from prism.release.window import sample, slide, span
+from prism.release.judge import judge_series
+from prism.release.plan import AnalysisStep, Judge, PauseStep, ReleasePlan, WeightStep
+from prism.release.record import (
+    ACTIVE,
+    TERMINAL,
+    Budget,
+    Held,
+    LogEntry,
+    Phase,
+    ReleaseRecord,
+    Sample,
+)
+from prism.release.window import sample, series, slide, span
 
 __all__ = [
     "ACTIVE",
@@ -584,7 +594,22 @@ def _analyse(
             base = delta(Counters.from_dict(base_start), baseline)
         verdict = judge(analysis, moved, base)
         readings = {**verdict.readings, "window": "step"}
-    return record, Verdict(verdict.outcome, verdict.message, readings)
+    verdict = Verdict(verdict.outcome, verdict.message, readings)
+    if analysis.judge is not None and verdict.outcome in ("pass", "fail"):
+        verdict = _judged(analysis.judge, verdict, samples)
+    return record, verdict
+
+
+def _judged(settings: Judge, verdict: Verdict, samples: tuple[Sample, ...]) -> Verdict:
+    """The thresholds' verdict with the statistical judge's score and failures added."""
+    found = judge_series(settings, series(samples, "target"), series(samples, "baseline"))
+    readings = {**verdict.readings, "judge": found.to_dict()}
+    shown = "n/a" if found.score is None else f"{found.score:.0f}"
+    if verdict.outcome == "fail":
+        return Verdict("fail", verdict.message, readings)
+    if found.failures:
+        return Verdict("fail", "; ".join(found.failures), readings)
+    return Verdict("pass", f"{verdict.message}; judge score {shown}", readings)
 
 
 def _window(

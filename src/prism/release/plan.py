@@ -31,6 +31,7 @@ __all__ = [
     "MAX_WINDOW_TICKS",
     "Analysis",
     "AnalysisStep",
+    "Judge",
     "PauseStep",
     "ReleasePlan",
     "Step",
@@ -45,6 +46,17 @@ MAX_WINDOW_TICKS: Final = 100
 _URL = re.compile(
     r"https?://[A-Za-z0-9.-]{1,253}(:\d{1,5})?(/[A-Za-z0-9._~/%?&=+-]{0,500})?", re.ASCII
 )
+
+
+class Judge(_Frozen):
+    """The statistical judge (:mod:`prism.release.judge`): a metric fails when the target's
+    ticks are worse than stable's with ``p < alpha`` (one-sided Mann-Whitney U) *and* by
+    more than its effect threshold; fewer than ``min_samples`` ticks a side: not judged."""
+
+    alpha: float = Field(default=0.05, gt=0, lt=0.5)
+    min_samples: int = Field(default=8, ge=3, le=100, strict=True)
+    max_5xx_increase: float = Field(default=0.01, ge=0, le=1)
+    max_response_increase: float = Field(default=0.2, ge=0, le=100)
 
 
 class Analysis(_Frozen):
@@ -77,6 +89,7 @@ class Analysis(_Frozen):
     failure_limit: int = Field(default=0, ge=0, le=1000, strict=True)
     inconclusive_limit: int = Field(default=0, ge=0, le=1000, strict=True)
     consecutive_error_limit: int = Field(default=4, ge=0, le=1000, strict=True)
+    judge: Judge | None = None
 
     @model_validator(mode="after")
     def _window_fits(self) -> Analysis:
