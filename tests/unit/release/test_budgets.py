@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from prism.core.model import parse_model
 from prism.core.readings import Counters
+from prism.errors import InvalidInput
 from prism.release.events import Audit, Began, Emit, Promote, SetShare, ShareSet, Tick
 from prism.release.gates import GateResult
 from prism.release.machine import Phase, propose, step
@@ -162,3 +166,22 @@ def test_the_sliding_window_sees_a_fault_in_the_next_tick() -> None:
     assert result.record.phase is Phase.ROLLING_BACK
     assert result.record.steps[-1].readings["window"] == "sliding"
     assert result.record.steps[-1].readings["requests"] == 1000
+
+
+@pytest.mark.parametrize(
+    ("analysis", "words"),
+    [
+        ({"tick_ms": 50}, "greater than or equal to 100"),
+        ({"tick_ms": 1000, "window_ms": 500}, "window_ms must be at least tick_ms"),
+        ({"tick_ms": 100, "window_ms": "20s"}, "at most 100 ticks"),
+        ({"failure_limit": -1}, "greater than or equal to 0"),
+        ({"max_wait_ms": "soon"}, "max_wait_ms"),
+        ({"judge": {"alpha": 0.7}}, "less than 0.5"),
+    ],
+)
+def test_analysis_settings_are_checked_before_anything_is_stored(
+    analysis: dict[str, Any], words: str
+) -> None:
+    """Bad analysis settings are refused as invalid input, naming the problem."""
+    with pytest.raises(InvalidInput, match=words):
+        parse_model(ReleasePlan, {"to": "green", "steps": [{"weight": 10}], "analysis": analysis})
