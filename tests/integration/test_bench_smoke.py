@@ -27,6 +27,7 @@ SECTIONS = [
     "## 7. Fleet: N nodes in step",
     "## 8. Slow-server weights",
     "## 9. Discovery: announcing a server to its first request",
+    "## 10. Fault detection",
 ]
 
 
