@@ -397,8 +397,13 @@ class ReleaseEngine:
         app = state.spec.app(record.app)
         target = backend_name(app.name, record.to_color)
         baseline = backend_name(app.name, record.from_color)
-        servers = await self.plane.servers([target])
-        counters = await self.plane.counters([target, baseline])
+        try:
+            servers = await self.plane.servers([target])
+            counters = await self.plane.counters([target, baseline])
+        except PrismError as exc:
+            # no reading at all: the machine counts it against consecutive_error_limit
+            log.warning("release %s/%s: no reading: %s", record.app, record.to_color, exc)
+            return Tick(at=self.clock.now(), weights=state.routing_for(app).weights)
         answer = None
         if wants.confirm is not None and record.plan.confirm is not None:
             ask = wants.confirm

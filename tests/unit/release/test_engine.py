@@ -21,7 +21,7 @@ from prism.core.model import Spec, parse_model
 from prism.core.readings import Counters
 from prism.core.state import DesiredState
 from prism.dataplane.change import Changes
-from prism.errors import ConfigRejected, Conflict, GateFailed, IllegalTransition
+from prism.errors import ConfigRejected, Conflict, GateFailed, HAProxyError, IllegalTransition
 from prism.release import machine
 from prism.release.engine import ReleaseEngine
 from prism.release.gates import GateResult
@@ -51,6 +51,8 @@ class Plane(FakeDataPlane):
         super().__init__()
         self.bad: dict[str, int] = {}
         self.after_converge: Callable[[Plane, DesiredState], None] | None = None
+        #: set: reading counters fails, as with HAProxy's socket gone
+        self.unreadable = False
 
     async def converge(self, state: DesiredState) -> Any:
         done = await super().converge(state)
@@ -59,6 +61,8 @@ class Plane(FakeDataPlane):
         return done
 
     async def counters(self, backends: Any) -> Any:
+        if self.unreadable:
+            raise HAProxyError("admin socket: connection refused")
         if self.converged:
             state = self.last
             for app in state.spec.apps:
@@ -612,3 +616,21 @@ async def test_an_abort_after_stable_lost_a_server_caps_stable_at_its_capacity(
     await poll(lambda: now(any(e["event"] == "rolled_back" for e in world.hooks.events)))
     event = next(e for e in world.hooks.events if e["event"] == "rolled_back")
     assert event["data"]["capped"] == audit["readings"]["capped"]
+
+
+async def test_readings_that_keep_failing_hold_the_release(world: World) -> None:
+    """Counters that cannot be read for more ticks than consecutive_error_limit: the release
+    holds (audited), traffic stays where it is, and a promote lets it go on."""
+    await start(world, canary(10, 100, pause="1h"))
+    await poll(lambda: _step_at_least(world, 1))
+    world.plane.unreadable = True
+    record = await world.until({Phase.HOLDING})
+    assert record.held == "errors"
+    assert record.budget.errors == 5  # the default limit is 4 in a row
+    assert await world.weights() == {"blue": 90, "green": 10}
+    assert [a["action"] for a in await world.actions("release.held")] == ["release.held"]
+    world.plane.unreadable = False
+    promoted = await world.engine.promote("shop", None, actor="ann", full=False)
+    assert promoted.held is None
+    record = await world.until(ENDED)
+    assert record.phase is Phase.COMPLETED
