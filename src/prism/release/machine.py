@@ -73,7 +73,8 @@ Rules:
     draining      Tick | Restarted         draining (the drain again)
                   Drained                  completed
     rolling_back  Tick | Restarted         rolling_back (the rollback again)
-                  ShareSet                 rolled_back
+                  ShareSet                 rolled_back | rolling_back (capped for lost
+                                           servers, within ``rollback_ramp_ms``)
                   ShareFailed              rolling_back | failed
 """
 
@@ -178,7 +179,7 @@ TABLE: Final[Mapping[tuple[Phase, type[Event]], frozenset[Phase]]] = {
     # the target goes back to its share before the release
     (_P.ROLLING_BACK, Tick): frozenset({_P.ROLLING_BACK}),
     (_P.ROLLING_BACK, Restarted): frozenset({_P.ROLLING_BACK}),
-    (_P.ROLLING_BACK, ShareSet): frozenset({_P.ROLLED_BACK}),
+    (_P.ROLLING_BACK, ShareSet): frozenset({_P.ROLLED_BACK, _P.ROLLING_BACK}),
     (_P.ROLLING_BACK, ShareFailed): frozenset({_P.ROLLING_BACK, _P.FAILED}),
 }
 
@@ -424,7 +425,9 @@ def _rollback_share(record: ReleaseRecord) -> SetShare:
 
 
 def _roll_back(record: ReleaseRecord, why: LogEntry) -> Step:
-    rolling = record.noted(why.at, why, phase=_P.ROLLING_BACK, inflight="rollback", attempts=0)
+    rolling = record.noted(
+        why.at, why, phase=_P.ROLLING_BACK, inflight="rollback", attempts=0, rollback_at=why.at
+    )
     return Step(rolling, (_rollback_share(rolling),))
 
 
@@ -698,6 +701,8 @@ def _expect(record: ReleaseRecord, purpose: str, kind: type[Event]) -> None:
 def _share_set(record: ReleaseRecord, event: ShareSet) -> Step:
     _expect(record, event.purpose, ShareSet)
     at, weights = event.at, dict(event.weights)
+    if event.purpose == "rollback" and event.capped and _ramping(record, at):
+        return _ramp(record, event)
     if event.purpose == "rollback":
         cause = next((e for e in reversed(record.steps) if e.name in ("rollback", "abort")), None)
         why = cause.message if cause else "rolled back"
@@ -743,6 +748,34 @@ def _share_set(record: ReleaseRecord, event: ShareSet) -> Step:
     # the share change itself was audited (release.step) when the engine made it
     data = {"step": record.step, "weight": current.weight, "weights": weights}
     return _told(advanced, None, "step.advanced", 0.0, **data)
+
+
+def _ramping(record: ReleaseRecord, at: float) -> bool:
+    """Whether a capped rollback still has time to return traffic as servers come back."""
+    ramp = record.plan.rollback_ramp_ms
+    started = record.rollback_at if record.rollback_at is not None else record.updated_at
+    return ramp is not None and at < started + ramp / 1000
+
+
+def _ramp(record: ReleaseRecord, event: ShareSet) -> Step:
+    """A capped rollback within its ramp: stay rolling back, re-capping every tick."""
+    at, weights = event.at, dict(event.weights)
+    last = next((e for e in reversed(record.steps) if e.name == "capped"), None)
+    if last is not None and last.readings.get("weights") == weights:
+        kept = record if record.attempts == 0 else record.noted(at, attempts=0)
+        return Step(kept, (), _tick_s(record))  # nothing new: nothing to save
+    assert record.plan.rollback_ramp_ms is not None
+    started = record.rollback_at if record.rollback_at is not None else at
+    until = started + record.plan.rollback_ramp_ms / 1000
+    message = (
+        f"{record.to_color} at {weights.get(record.to_color, 0)}% ({_weights(weights)}): "
+        + "; ".join(event.capped)
+        + f"; the rest returns as servers come back, for {until - at:.0f} s more"
+    )
+    entry = _e("capped", False, message, at, {"weights": weights, "capped": list(event.capped)})
+    capped = record.noted(at, entry, attempts=0)
+    actions: tuple[Action, ...] = (Audit("capped", message),) if last is None else ()
+    return Step(capped, actions, _tick_s(record))
 
 
 def _share_failed(record: ReleaseRecord, event: ShareFailed) -> Step:

@@ -165,6 +165,8 @@ class ReleasePlan(_Frozen):
     analysis: Analysis = Analysis()
     smoke: bool = True
     drain_timeout_ms: DurationMs | None = None
+    #: a rollback capped for lost servers keeps returning traffic as they come back, this long
+    rollback_ramp_ms: DurationMs | None = Field(default=None, ge=1000, le=3_600_000)
     webhooks: tuple[Webhook, ...] = Field(default=(), max_length=16)
     confirm: Webhook | None = None
 

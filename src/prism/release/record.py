@@ -139,6 +139,8 @@ class ReleaseRecord(BaseModel):
     inflight: InFlight | None = None
     #: refusals of the in-flight action in a row (a rollback gives up after a few)
     attempts: int = 0
+    #: when the rollback began (a capped rollback's ramp runs from here)
+    rollback_at: float | None = None
 
     @property
     def active(self) -> bool:

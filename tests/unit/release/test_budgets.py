@@ -10,7 +10,7 @@ import pytest
 from prism.core.model import parse_model
 from prism.core.readings import Counters
 from prism.errors import InvalidInput
-from prism.release.events import Audit, Began, Emit, Promote, SetShare, ShareSet, Tick
+from prism.release.events import Abort, Audit, Began, Emit, Promote, SetShare, ShareSet, Tick
 from prism.release.gates import GateResult
 from prism.release.machine import Phase, propose, step
 from prism.release.plan import ReleasePlan
@@ -185,3 +185,30 @@ def test_analysis_settings_are_checked_before_anything_is_stored(
     """Bad analysis settings are refused as invalid input, naming the problem."""
     with pytest.raises(InvalidInput, match=words):
         parse_model(ReleasePlan, {"to": "green", "steps": [{"weight": 10}], "analysis": analysis})
+
+
+def test_a_capped_rollback_ramps_only_when_configured() -> None:
+    """A capped ShareSet ends the rollback at once without rollback_ramp_ms; with it, the
+    release keeps rolling back (logged and audited once) until the ramp is over."""
+    capped = ("blue has 1 of the 2 ready server(s) ...",)
+    weights = {"blue": 45, "green": 55}
+    plain = step(in_pause(), Abort(T0 + 1, "ann")).record
+    done = step(plain, ShareSet(T0 + 2, "rollback", weights, capped=capped)).record
+    assert done.phase is Phase.ROLLED_BACK
+    assert done.steps[-1].readings["capped"] == list(capped)
+
+    ramped = in_pause().model_copy(
+        update={"plan": in_pause().plan.model_copy(update={"rollback_ramp_ms": 10_000})}
+    )
+    rolling = step(ramped, Abort(T0 + 1, "ann")).record
+    first = step(rolling, ShareSet(T0 + 2, "rollback", weights, capped=capped))
+    assert first.record.phase is Phase.ROLLING_BACK
+    assert first.record.inflight == "rollback"
+    assert [a.event for a in first.actions if isinstance(a, Audit)] == ["capped"]
+    assert first.wake_in == 1.0
+    again = step(first.record, ShareSet(T0 + 3, "rollback", weights, capped=capped))
+    assert again.record is first.record  # same weights: nothing new to save
+    over = step(first.record, ShareSet(T0 + 11, "rollback", weights, capped=capped))
+    assert over.record.phase is Phase.ROLLED_BACK
+    back = step(first.record, ShareSet(T0 + 4, "rollback", {"blue": 90, "green": 10}))
+    assert back.record.phase is Phase.ROLLED_BACK

@@ -634,3 +634,27 @@ async def test_readings_that_keep_failing_hold_the_release(world: World) -> None
     assert promoted.held is None
     record = await world.until(ENDED)
     assert record.phase is Phase.COMPLETED
+
+
+async def test_a_ramped_rollback_returns_the_share_as_servers_come_back(world: World) -> None:
+    """rollback_ramp_ms: capped at 50% while blue has 1 of 2 servers, the rollback keeps
+    rolling back; once s2 is ready again blue gets its whole 100% and the release ends."""
+    world.plane.set_servers("shop.blue", "s1", "s2")
+    await start(world, canary(10, 100, pause="1h", rollback_ramp_ms="1h"))
+    await poll(lambda: _step_at_least(world, 1))
+    world.plane.set_servers("shop.blue", "s1")
+    await world.engine.abort("shop", None, actor="ann", reason="bad canary")
+
+    async def capped() -> bool:
+        record = await world.record()
+        return any(e.name == "capped" for e in record.steps)
+
+    await poll(capped)
+    assert (await world.record()).phase is Phase.ROLLING_BACK
+    assert await world.weights() == {"blue": 50, "green": 50}
+    assert [a["action"] for a in await world.actions("release.capped")] == ["release.capped"]
+    world.plane.set_servers("shop.blue", "s1", "s2")
+    record = await world.until(ENDED)
+    assert record.phase is Phase.ROLLED_BACK
+    assert await world.weights() == {"blue": 100}
+    assert record.steps[-1].message == "green back to 0% (blue=100)"
