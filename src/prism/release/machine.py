@@ -577,9 +577,7 @@ def _analyse(
     otherwise the whole step so far (a quiet canary still gathers its evidence).
     """
     analysis = record.analysis
-    samples = slide(
-        record.samples, sample(at, target, baseline), analysis.window_ms, analysis.tick_ms
-    )
+    samples = slide(record.samples, sample(at, target, baseline), analysis.window, analysis.tick_ms)
     record = record.noted(at, samples=samples)
     window = record.window or {}
     start = window.get("target")

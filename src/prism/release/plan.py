@@ -28,6 +28,7 @@ from prism import names
 from prism.core.model import DurationMs, Name, _Frozen, json_pattern, parse_duration_ms
 
 __all__ = [
+    "DEFAULT_WINDOW_MS",
     "MAX_WINDOW_TICKS",
     "Analysis",
     "AnalysisStep",
@@ -42,6 +43,8 @@ __all__ = [
 
 #: The most ticks one analysis window may span (the record keeps one sample per tick).
 MAX_WINDOW_TICKS: Final = 100
+#: The sliding window judged when a plan names none.
+DEFAULT_WINDOW_MS: Final = 10_000
 
 _URL = re.compile(
     r"https?://[A-Za-z0-9.-]{1,253}(:\d{1,5})?(/[A-Za-z0-9._~/%?&=+-]{0,500})?", re.ASCII
@@ -84,7 +87,8 @@ class Analysis(_Frozen):
     max_response_vs_stable: float | None = Field(default=3.0, ge=1, le=1000)
     response_floor_ms: int = Field(default=50, ge=0, le=60_000)
     tick_ms: DurationMs = Field(default=1000, ge=100, le=600_000)
-    window_ms: DurationMs = Field(default=10_000, ge=100, le=600_000)
+    #: None: 10 s, stretched to one tick and shrunk to MAX_WINDOW_TICKS ticks as needed
+    window_ms: DurationMs | None = Field(default=None, ge=100, le=600_000)
     max_wait_ms: DurationMs = Field(default=60_000, ge=100, le=86_400_000)
     failure_limit: int = Field(default=0, ge=0, le=1000, strict=True)
     inconclusive_limit: int = Field(default=0, ge=0, le=1000, strict=True)
@@ -94,6 +98,8 @@ class Analysis(_Frozen):
     @model_validator(mode="after")
     def _window_fits(self) -> Analysis:
         # the record keeps one sample per tick of the window: bound it
+        if self.window_ms is None:
+            return self
         if self.window_ms < self.tick_ms:
             raise ValueError("window_ms must be at least tick_ms")
         if self.window_ms > self.tick_ms * MAX_WINDOW_TICKS:
@@ -102,6 +108,14 @@ class Analysis(_Frozen):
                 f"({self.tick_ms * MAX_WINDOW_TICKS} ms at tick_ms {self.tick_ms})"
             )
         return self
+
+    @property
+    def window(self) -> int:
+        """The sliding window judged, in ms: ``window_ms``, or the default 10 s fitted to
+        the tick (records saved before ``window_ms`` existed load with any tick)."""
+        if self.window_ms is not None:
+            return self.window_ms
+        return min(max(DEFAULT_WINDOW_MS, self.tick_ms), self.tick_ms * MAX_WINDOW_TICKS)
 
 
 class Webhook(_Frozen):

@@ -13,7 +13,7 @@ from prism.errors import InvalidInput
 from prism.release.events import Abort, Audit, Began, Emit, Promote, SetShare, ShareSet, Tick
 from prism.release.gates import GateResult
 from prism.release.machine import Phase, propose, step
-from prism.release.plan import ReleasePlan
+from prism.release.plan import Analysis, ReleasePlan
 from prism.release.record import ReleaseRecord
 
 T0 = 1_700_000_000.0
@@ -212,3 +212,12 @@ def test_a_capped_rollback_ramps_only_when_configured() -> None:
     assert over.record.phase is Phase.ROLLED_BACK
     back = step(first.record, ShareSet(T0 + 4, "rollback", {"blue": 90, "green": 10}))
     assert back.record.phase is Phase.ROLLED_BACK
+
+
+def test_a_plan_without_window_ms_fits_the_default_window_to_its_tick() -> None:
+    """10 s by default; a 30 s tick (plans saved before window_ms existed) judges one tick;
+    a 100 ms tick at most 100 ticks."""
+    assert Analysis().window == 10_000
+    assert Analysis(tick_ms=30_000).window == 30_000
+    assert Analysis(tick_ms=100).window == 10_000
+    assert Analysis(tick_ms=100, window_ms=2000).window == 2000
