@@ -85,7 +85,8 @@ from typing import Any, Final
 
 from prism.core.readings import Counters
 from prism.errors import IllegalTransition
-from prism.release.analysis import Verdict, delta, judge
+from prism.release.analysis import Verdict, delta
+from prism.release.budget import count_missing, count_reading
 from prism.release.events import (
     Abort,
     Action,
@@ -107,8 +108,7 @@ from prism.release.events import (
     Tick,
     Wants,
 )
-from prism.release.judge import judge_series
-from prism.release.plan import AnalysisStep, Judge, PauseStep, ReleasePlan, WeightStep
+from prism.release.plan import AnalysisStep, PauseStep, ReleasePlan, WeightStep
 from prism.release.record import (
     ACTIVE,
     TERMINAL,
@@ -117,9 +117,8 @@ from prism.release.record import (
     LogEntry,
     Phase,
     ReleaseRecord,
-    Sample,
 )
-from prism.release.window import sample, series, slide, span
+from prism.release.window import judge_window, sample, slide
 
 __all__ = [
     "ACTIVE",
@@ -500,61 +499,31 @@ def _watch(record: ReleaseRecord, event: Tick) -> tuple[ReleaseRecord, str | Ste
 
 def _no_reading(record: ReleaseRecord, event: Tick) -> tuple[ReleaseRecord, str | Step]:
     """An error reading: counted in a row; past the limit the release holds."""
-    errors = record.budget.errors + 1
-    limit = record.analysis.consecutive_error_limit
     missing = "health" if event.health is None else "counters"
-    message = f"no reading ({missing} missing): {errors} in a row, limit {limit}"
-    verdict = Verdict("error", message, {"errors": errors, "consecutive_error_limit": limit})
-    record = record.noted(
-        event.at,
-        budget=record.budget.model_copy(update={"errors": errors}),
-        verdict=verdict.to_dict(),
-    )
-    if errors > limit and record.phase is _P.RUNNING and record.held is None:
+    counted = count_missing(record.analysis, record.budget, missing)
+    message = counted.verdict.message
+    record = record.noted(event.at, budget=counted.budget, verdict=counted.verdict.to_dict())
+    if counted.decision == "hold" and record.phase is _P.RUNNING and record.held is None:
         return record, _hold(record, "errors", f"analysis has no reading: {message}", event.at)
     return record, "blind"
 
 
 def _count(record: ReleaseRecord, verdict: Verdict, at: float) -> tuple[ReleaseRecord, str | Step]:
-    """Count one reading against the step's limits: roll back, hold, or carry on."""
-    analysis, budget = record.analysis, record.budget.model_copy(update={"errors": 0})
-    if verdict.outcome == "fail":
-        failures = budget.failures + 1
-        budget = budget.model_copy(update={"failures": failures, "starved_since": None})
-        if failures > analysis.failure_limit:
-            why = f"analysis failed: {verdict.message}"
-            if analysis.failure_limit:
-                why += f" (failed reading {failures}, limit {analysis.failure_limit})"
-            record = record.noted(at, budget=budget)
-            return record, _roll_back(record, _e("rollback", False, why, at, verdict.readings))
-        entry = _e(
-            "analysis",
-            False,
-            f"failed reading {failures} of {analysis.failure_limit} allowed: {verdict.message}",
-            at,
-            verdict.readings,
-        )
-        return record.noted(at, entry, budget=budget, verdict=verdict.to_dict()), "ok"
-    if verdict.outcome == "wait":
-        since = budget.starved_since if budget.starved_since is not None else at
-        budget = budget.model_copy(update={"starved_since": since})
-        if at - since >= analysis.max_wait_ms / 1000:
-            inconclusive = budget.inconclusive + 1
-            budget = budget.model_copy(update={"inconclusive": inconclusive, "starved_since": at})
-            message = (
-                f"inconclusive: {verdict.message} after {analysis.max_wait_ms / 1000:g} s "
-                f"(inconclusive reading {inconclusive}, limit {analysis.inconclusive_limit})"
-            )
-            verdict = Verdict("inconclusive", message, verdict.readings)
-            record = record.noted(at, budget=budget, verdict=verdict.to_dict())
-            over = inconclusive > analysis.inconclusive_limit
-            if over and record.phase is _P.RUNNING and record.held is None:
-                return record, _hold(record, "inconclusive", message, at)
-            entry = _e("analysis", False, message, at, verdict.readings)
-            return record.noted(at, entry), "ok"
-    else:
-        budget = budget.model_copy(update={"starved_since": None})
-    record = record.noted(at, budget=budget)
+    """Count one reading against the step's limits (:mod:`prism.release.budget`): roll
+    back, hold, or carry on."""
+    counted = count_reading(record.analysis, record.budget, verdict, at)
+    verdict = counted.verdict
+    record = record.noted(at, budget=counted.budget)
+    if counted.decision == "roll_back":
+        why = f"analysis failed: {verdict.message}"
+        return record, _roll_back(record, _e("rollback", False, why, at, verdict.readings))
+    if verdict.outcome == "inconclusive":
+        record = record.noted(at, verdict=verdict.to_dict())
+        if counted.decision == "hold" and record.phase is _P.RUNNING and record.held is None:
+            return record, _hold(record, "inconclusive", verdict.message, at)
+    if counted.note is not None:
+        entry = _e("analysis", False, counted.note, at, verdict.readings)
+        return record.noted(at, entry, verdict=verdict.to_dict()), "ok"
     if record.verdict is None or record.verdict.get("message") != verdict.message:
         record = record.noted(at, verdict=verdict.to_dict())
     return record, "ok"
@@ -584,33 +553,11 @@ def _analyse(
     moved = None if start is None else delta(Counters.from_dict(start), target)
     if moved is None:
         return record.noted(at, window=_window(target, baseline)), None
-    recent = span(samples)
-    if recent is not None and recent.target.requests >= analysis.min_requests:
-        verdict = judge(analysis, recent.target, recent.baseline)
-        readings = {**verdict.readings, "window": "sliding", "window_s": round(recent.seconds, 3)}
-    else:
-        base_start = window.get("baseline")
-        base = None
-        if baseline is not None and base_start is not None:
-            base = delta(Counters.from_dict(base_start), baseline)
-        verdict = judge(analysis, moved, base)
-        readings = {**verdict.readings, "window": "step"}
-    verdict = Verdict(verdict.outcome, verdict.message, readings)
-    if analysis.judge is not None and verdict.outcome in ("pass", "fail"):
-        verdict = _judged(analysis.judge, verdict, samples)
-    return record, verdict
-
-
-def _judged(settings: Judge, verdict: Verdict, samples: tuple[Sample, ...]) -> Verdict:
-    """The thresholds' verdict with the statistical judge's score and failures added."""
-    found = judge_series(settings, series(samples, "target"), series(samples, "baseline"))
-    readings = {**verdict.readings, "judge": found.to_dict()}
-    shown = "n/a" if found.score is None else f"{found.score:.0f}"
-    if verdict.outcome == "fail":
-        return Verdict("fail", verdict.message, readings)
-    if found.failures:
-        return Verdict("fail", "; ".join(found.failures), readings)
-    return Verdict("pass", f"{verdict.message}; judge score {shown}", readings)
+    base_start = window.get("baseline")
+    base = None
+    if baseline is not None and base_start is not None:
+        base = delta(Counters.from_dict(base_start), baseline)
+    return record, judge_window(analysis, samples, moved, base)
 
 
 def _window(

@@ -13,6 +13,10 @@ starts again at the new sample.
 
 :func:`series` turns the kept samples into per-tick deltas: the observations
 the statistical judge (:mod:`prism.release.judge`) ranks.
+
+:func:`judge_window` gives a tick's verdict: the thresholds over the sliding
+window when it holds ``min_requests`` target requests, otherwise over the whole
+step so far (a quiet canary still gathers its evidence), then the judge's.
 """
 
 from __future__ import annotations
@@ -21,10 +25,12 @@ import itertools
 from dataclasses import dataclass
 
 from prism.core.readings import Counters
-from prism.release.analysis import delta
+from prism.release.analysis import Verdict, delta, judge
+from prism.release.judge import judge_series
+from prism.release.plan import Analysis, Judge
 from prism.release.record import Sample
 
-__all__ = ["Span", "sample", "series", "slide", "span"]
+__all__ = ["Span", "judge_window", "sample", "series", "slide", "span"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,3 +95,36 @@ def series(samples: tuple[Sample, ...], side: str) -> list[Counters]:
         if moved is not None:
             out.append(moved)
     return out
+
+
+def judge_window(
+    analysis: Analysis,
+    samples: tuple[Sample, ...],
+    step_target: Counters,
+    step_baseline: Counters | None,
+) -> Verdict:
+    """The verdict of one tick: ``samples`` is the sliding window, ``step_*`` the deltas
+    since the step began; the readings say which window was judged."""
+    recent = span(samples)
+    if recent is not None and recent.target.requests >= analysis.min_requests:
+        verdict = judge(analysis, recent.target, recent.baseline)
+        readings = {**verdict.readings, "window": "sliding", "window_s": round(recent.seconds, 3)}
+    else:
+        verdict = judge(analysis, step_target, step_baseline)
+        readings = {**verdict.readings, "window": "step"}
+    verdict = Verdict(verdict.outcome, verdict.message, readings)
+    if analysis.judge is not None and verdict.outcome in ("pass", "fail"):
+        verdict = _judged(analysis.judge, verdict, samples)
+    return verdict
+
+
+def _judged(settings: Judge, verdict: Verdict, samples: tuple[Sample, ...]) -> Verdict:
+    """The thresholds' verdict with the statistical judge's score and failures added."""
+    found = judge_series(settings, series(samples, "target"), series(samples, "baseline"))
+    readings = {**verdict.readings, "judge": found.to_dict()}
+    shown = "n/a" if found.score is None else f"{found.score:.0f}"
+    if verdict.outcome == "fail":
+        return Verdict("fail", verdict.message, readings)
+    if found.failures:
+        return Verdict("fail", "; ".join(found.failures), readings)
+    return Verdict("pass", f"{verdict.message}; judge score {shown}", readings)
