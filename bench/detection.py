@@ -223,8 +223,10 @@ def run(ctx: BenchContext) -> Section:
         + "\n**Ratio**: *lost vs baseline* is each row's lost requests against the former "
         "default's in the same run, at the same share. The sliding window fails the canary "
         "once its errors pass `max_5xx_ratio` of the window's requests: at 100% 5xx, after "
-        "about `max_5xx_ratio x window_ms` (0.5 s at the defaults) rounded up to the next "
-        "tick. So a 1 s tick is off traffic about a tick after the fault; a 100 ms tick is "
-        "bounded by that 0.5 s, not by its tick (a shorter `window_ms` shortens it).\n"
+        "at most about `max_5xx_ratio x window_ms` (0.5 s at the defaults, once the window "
+        "is full) rounded up to the next tick. So a 1 s tick is off traffic within about a "
+        "tick of the fault, and a 100 ms tick within that 0.5 s (a shorter `window_ms` "
+        "shortens it); the former step-long window waits for the tick and dilutes the "
+        "fault in the whole step's requests.\n"
     )
     return Section(NAME, TITLE, body)
