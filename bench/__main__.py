@@ -33,6 +33,7 @@ BENCHMARKS = {
     "slowservers": "bench.slowservers",
     "discovery": "bench.discovery",
     "tls": "bench.tls",
+    "detection": "bench.detection",
 }
 
 INTRO = """\

@@ -28,6 +28,7 @@ SECTIONS = [
     "## 8. Slow-server weights",
     "## 9. Discovery: announcing a server to its first request",
     "## 10. TLS termination and certificate rotation",
+    "## 11. Fault detection",
 ]
 
 

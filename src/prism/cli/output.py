@@ -206,6 +206,21 @@ def format_progress(record: dict[str, Any]) -> str:
         lines.append(
             f"  last analysis: {record['verdict']['outcome']}: {record['verdict']['message']}"
         )
+        judged = (record["verdict"].get("readings") or {}).get("judge")
+        if judged:
+            score = "n/a" if judged["score"] is None else f"{judged['score']:.0f}"
+            parts = [
+                f"{name} {m['outcome']}" + (f" (p={m['p']:.2g})" if m.get("p") is not None else "")
+                for name, m in judged["metrics"].items()
+            ]
+            lines.append(f"  judge score: {score} ({', '.join(parts)})")
+    budget = record.get("budget")
+    if budget and record["phase"] in ("running", "waiting", "holding", "paused"):
+        lines.append(
+            f"  readings this step: {budget['failures']} failed, "
+            f"{budget['inconclusive']} inconclusive, {budget['errors']} missing in a row"
+            + (f"; holding ({record['held']})" if record.get("held") else "")
+        )
     for entry in record["steps"][-6:]:
         mark = "ok " if entry["ok"] else "!! "
         lines.append(f"  {mark} {_when(entry['at'])} {entry['name']:<9} {entry['message']}")

@@ -40,7 +40,10 @@ from prism.release.plan import Analysis
 
 __all__ = ["Outcome", "Verdict", "delta", "judge"]
 
-Outcome = Literal["pass", "fail", "wait"]
+#: What one reading says. :func:`judge` gives pass, fail or wait; the machine
+#: calls a wait that outlasted ``max_wait_ms`` inconclusive, and a tick with no
+#: reading at all an error.
+Outcome = Literal["pass", "fail", "wait", "inconclusive", "error"]
 
 
 @dataclass(frozen=True, slots=True)

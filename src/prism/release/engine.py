@@ -32,6 +32,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from prism.core.capacity import cap_rollback, ready_counts
 from prism.core.keys import RELEASES, dump, release_key
 from prism.core.model import backend_name
 from prism.core.readings import Counters
@@ -243,7 +244,8 @@ class ReleaseEngine:
         )
         revision = await self._commit(Step(record), existing[1] if existing else 0)
         gates = await self.traffic.gates(state, app, [plan.to], plan.smoke)
-        result = machine.step(record, Began(at=self.clock.now(), gates=tuple(gates)))
+        up = await self._ready(app.name, [c.name for c in app.colors])
+        result = machine.step(record, Began(at=self.clock.now(), gates=tuple(gates), up=up))
         await self._commit(result, revision)
         if result.record.phase is Phase.REFUSED:
             failed = next(g for g in gates if not g.passed)
@@ -395,8 +397,13 @@ class ReleaseEngine:
         app = state.spec.app(record.app)
         target = backend_name(app.name, record.to_color)
         baseline = backend_name(app.name, record.from_color)
-        servers = await self.plane.servers([target])
-        counters = await self.plane.counters([target, baseline])
+        try:
+            servers = await self.plane.servers([target])
+            counters = await self.plane.counters([target, baseline])
+        except PrismError as exc:
+            # no reading at all: the machine counts it against consecutive_error_limit
+            log.warning("release %s/%s: no reading: %s", record.app, record.to_color, exc)
+            return Tick(at=self.clock.now(), weights=state.routing_for(app).weights)
         answer = None
         if wants.confirm is not None and record.plan.confirm is not None:
             ask = wants.confirm
@@ -433,6 +440,16 @@ class ReleaseEngine:
                     source=action.source,
                     restore=action.restore,
                 )
+                capped: tuple[str, ...] = ()
+                if action.purpose == "rollback" and record.initial_up:
+                    up = await self._ready(app.name, list(target))
+                    target, capped = cap_rollback(
+                        target,
+                        record.to_color,
+                        record.initial_weights,
+                        record.initial_up,
+                        up,
+                    )
                 ms = None
                 if target != routing.weights:
                     done = await self.traffic.set_weights(
@@ -462,7 +479,13 @@ class ReleaseEngine:
             ms=ms,
             target=readings.get(backend_name(app.name, record.to_color)),
             baseline=readings.get(backend_name(app.name, record.from_color)),
+            capped=capped,
         )
+
+    async def _ready(self, app: str, colors: list[str]) -> dict[str, int]:
+        """Ready servers per color, as the data plane sees them now."""
+        backends = {color: backend_name(app, color) for color in colors}
+        return ready_counts(await self.plane.servers(list(backends.values())), backends)
 
     async def _drain(self, record: ReleaseRecord, action: Drain) -> Drained:
         state = await load_state(self.store)

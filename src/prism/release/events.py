@@ -58,6 +58,8 @@ class Began:
 
     at: float
     gates: tuple[GateResult, ...]
+    #: ready servers per color when the release began (the rollback's capacity)
+    up: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.gates:
@@ -123,7 +125,9 @@ class Abort:
 @dataclass(frozen=True, slots=True)
 class ShareSet:
     """A SetShare took effect: the weights now, how long it took (None: nothing had to
-    change), and the counters right after it (where the new analysis window starts)."""
+    change), the counters right after it (where the new analysis window starts), and
+    for a rollback the colors capped for the servers they lost
+    (:func:`prism.core.capacity.cap_rollback`)."""
 
     at: float
     purpose: Purpose
@@ -131,6 +135,7 @@ class ShareSet:
     ms: float | None = None
     target: Counters | None = None
     baseline: Counters | None = None
+    capped: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check_purpose(self.purpose)

@@ -30,8 +30,16 @@ Rules:
   restart keeps both. Counters that went down (HAProxy reloaded) start a
   fresh window (the last verdict stands until the new window gives one).
 * Once traffic has moved, every Tick of ``running``, ``waiting`` and
-  ``holding`` judges health and analysis: an unhealthy target or a failed
-  analysis rolls back; readings that are missing hold the plan, never pass it.
+  ``holding`` judges health and analysis over the sliding window
+  (:mod:`prism.release.window`): an unhealthy target rolls back at once. Each
+  reading is pass, fail, wait (too little data yet), inconclusive (a wait
+  that lasted ``max_wait_ms``) or error (no reading), counted per step in the
+  record's ``budget``: the ``failure_limit + 1``-th failed reading rolls back;
+  the ``inconclusive_limit + 1``-th inconclusive reading, or the
+  ``consecutive_error_limit + 1``-th error in a row, makes a ``running``
+  release *hold* (``held`` says why; audited ``release.held``, emitted
+  ``analysis.inconclusive`` or ``analysis.errors``) until a person promotes or
+  aborts. Silence never passes a pause and never waits forever.
 * A fleet node that is lost (it joined once and has no report) holds the
   plan: ``running`` goes to ``holding`` until no node is lost (it returned,
   or a person forgot it). Health and analysis are still judged meanwhile.
@@ -47,7 +55,8 @@ Rules:
     pending       Began                    running | refused (a gate said no)
                   Restarted                refused
     running       Tick                     running | waiting (manual pause) | holding
-                                           (confirm said no, a node lost) | draining | completed |
+                                           (confirm said no, a node lost, analysis inconclusive
+                                           or without readings) | draining | completed |
                                            rolling_back (unhealthy, analysis failed)
                   ShareSet | ShareFailed   running (the step's share set, or retried)
                   Restarted | Promote      running
@@ -55,7 +64,8 @@ Rules:
     waiting       Tick                     waiting | rolling_back
                   Restarted                waiting
                   Promote | Pause | Abort  running | paused | rolling_back
-    holding       Tick                     holding | running (confirmed, nodes back) | rolling_back
+    holding       Tick                     holding | running (confirmed, nodes back; never while
+                                           ``held``) | rolling_back
                   Restarted                holding
                   Promote | Pause | Abort  running | paused | rolling_back
     paused        Tick | Restarted         paused (nothing moves, nothing is judged)
@@ -63,7 +73,8 @@ Rules:
     draining      Tick | Restarted         draining (the drain again)
                   Drained                  completed
     rolling_back  Tick | Restarted         rolling_back (the rollback again)
-                  ShareSet                 rolled_back
+                  ShareSet                 rolled_back | rolling_back (capped for lost
+                                           servers, within ``rollback_ramp_ms``)
                   ShareFailed              rolling_back | failed
 """
 
@@ -74,7 +85,8 @@ from typing import Any, Final
 
 from prism.core.readings import Counters
 from prism.errors import IllegalTransition
-from prism.release.analysis import Verdict, delta, judge
+from prism.release.analysis import Verdict, delta
+from prism.release.budget import count_missing, count_reading
 from prism.release.events import (
     Abort,
     Action,
@@ -97,7 +109,16 @@ from prism.release.events import (
     Wants,
 )
 from prism.release.plan import AnalysisStep, PauseStep, ReleasePlan, WeightStep
-from prism.release.record import ACTIVE, TERMINAL, LogEntry, Phase, ReleaseRecord
+from prism.release.record import (
+    ACTIVE,
+    TERMINAL,
+    Budget,
+    Held,
+    LogEntry,
+    Phase,
+    ReleaseRecord,
+)
+from prism.release.window import judge_window, sample, slide
 
 __all__ = [
     "ACTIVE",
@@ -157,7 +178,7 @@ TABLE: Final[Mapping[tuple[Phase, type[Event]], frozenset[Phase]]] = {
     # the target goes back to its share before the release
     (_P.ROLLING_BACK, Tick): frozenset({_P.ROLLING_BACK}),
     (_P.ROLLING_BACK, Restarted): frozenset({_P.ROLLING_BACK}),
-    (_P.ROLLING_BACK, ShareSet): frozenset({_P.ROLLED_BACK}),
+    (_P.ROLLING_BACK, ShareSet): frozenset({_P.ROLLED_BACK, _P.ROLLING_BACK}),
     (_P.ROLLING_BACK, ShareFailed): frozenset({_P.ROLLING_BACK, _P.FAILED}),
 }
 
@@ -290,6 +311,8 @@ def _handle(record: ReleaseRecord, event: Event) -> Step:
                 phase=_P.RUNNING,
                 paused_at=None,
                 step_started_at=record.step_started_at + held,
+                held=None,  # a person looked: the budgets start again
+                budget=Budget(starved_since=at),
             )
             audit = Audit("resumed", f"by {event.actor}")
             return _told(resumed, audit, "resumed", 0.0, by=event.actor)
@@ -345,7 +368,7 @@ def _began(record: ReleaseRecord, event: Began) -> Step:
     failed = next((g for g in event.gates if not g.passed), None)
     if failed is not None:
         return Step(record.noted(at, phase=_P.REFUSED), (Audit("refused", failed.message),))
-    running = record.noted(at, phase=_P.RUNNING, step_started_at=at)
+    running = record.noted(at, phase=_P.RUNNING, step_started_at=at, initial_up=dict(event.up))
     return _told(
         running, Audit("started"), "started", 0.0, plan=record.plan.model_dump(mode="json")
     )
@@ -401,7 +424,9 @@ def _rollback_share(record: ReleaseRecord) -> SetShare:
 
 
 def _roll_back(record: ReleaseRecord, why: LogEntry) -> Step:
-    rolling = record.noted(why.at, why, phase=_P.ROLLING_BACK, inflight="rollback", attempts=0)
+    rolling = record.noted(
+        why.at, why, phase=_P.ROLLING_BACK, inflight="rollback", attempts=0, rollback_at=why.at
+    )
     return Step(rolling, (_rollback_share(rolling),))
 
 
@@ -435,6 +460,8 @@ def _tick(record: ReleaseRecord, event: Tick) -> Step:
         )
         held = record.noted(event.at, _e("lost", False, why, event.at), phase=_P.HOLDING)
         return _told(held, Audit("held", why), "node.lost", _tick_s(record), nodes=list(event.lost))
+    if record.phase is _P.HOLDING and record.held is not None:
+        return Step(record, (), _tick_s(record))  # until a person promotes or aborts
     if record.phase is _P.HOLDING and not _awaits_confirm(record):
         return Step(record.noted(event.at, phase=_P.RUNNING), (), 0.0)
     if _inflight(record) == "step":
@@ -454,40 +481,83 @@ def _tick(record: ReleaseRecord, event: Tick) -> Step:
 
 def _watch(record: ReleaseRecord, event: Tick) -> tuple[ReleaseRecord, str | Step]:
     """Health and analysis once traffic has moved: the record and "ok", "blind" (readings
-    missing) or the rollback's step."""
+    missing) or the step that rolls back or holds."""
     if event.weights.get(record.to_color, 0) <= record.initial_weights.get(record.to_color, 0):
         return record, "ok"  # no traffic moved yet: nothing to judge or protect
     if event.health is None or event.target is None:
-        return record, "blind"
+        return _no_reading(record, event)
     if not event.health.passed:
         why = f"target unhealthy: {event.health.message}"
         return record, _roll_back(
             record, _e("rollback", False, why, event.at, event.health.readings)
         )
-    verdict = _analyse(record, event.target, event.baseline)
+    record, verdict = _analyse(record, event.at, event.target, event.baseline)
     if verdict is None:
-        window = _window(event.target, event.baseline)
-        return record.noted(event.at, window=window), "ok"
-    if verdict.outcome == "fail":
+        return record, "ok"
+    return _count(record, verdict, event.at)
+
+
+def _no_reading(record: ReleaseRecord, event: Tick) -> tuple[ReleaseRecord, str | Step]:
+    """An error reading: counted in a row; past the limit the release holds."""
+    missing = "health" if event.health is None else "counters"
+    counted = count_missing(record.analysis, record.budget, missing)
+    message = counted.verdict.message
+    record = record.noted(event.at, budget=counted.budget, verdict=counted.verdict.to_dict())
+    if counted.decision == "hold" and record.phase is _P.RUNNING and record.held is None:
+        return record, _hold(record, "errors", f"analysis has no reading: {message}", event.at)
+    return record, "blind"
+
+
+def _count(record: ReleaseRecord, verdict: Verdict, at: float) -> tuple[ReleaseRecord, str | Step]:
+    """Count one reading against the step's limits (:mod:`prism.release.budget`): roll
+    back, hold, or carry on."""
+    counted = count_reading(record.analysis, record.budget, verdict, at)
+    verdict = counted.verdict
+    record = record.noted(at, budget=counted.budget)
+    if counted.decision == "roll_back":
         why = f"analysis failed: {verdict.message}"
-        return record, _roll_back(record, _e("rollback", False, why, event.at, verdict.readings))
+        return record, _roll_back(record, _e("rollback", False, why, at, verdict.readings))
+    if verdict.outcome == "inconclusive":
+        record = record.noted(at, verdict=verdict.to_dict())
+        if counted.decision == "hold" and record.phase is _P.RUNNING and record.held is None:
+            return record, _hold(record, "inconclusive", verdict.message, at)
+    if counted.note is not None:
+        entry = _e("analysis", False, counted.note, at, verdict.readings)
+        return record.noted(at, entry, verdict=verdict.to_dict()), "ok"
     if record.verdict is None or record.verdict.get("message") != verdict.message:
-        record = record.noted(event.at, verdict=verdict.to_dict())
+        record = record.noted(at, verdict=verdict.to_dict())
     return record, "ok"
 
 
-def _analyse(record: ReleaseRecord, target: Counters, baseline: Counters | None) -> Verdict | None:
-    """Judge the window; None when one must start now (none yet, or counters were reset)."""
+def _hold(record: ReleaseRecord, held: Held, why: str, at: float) -> Step:
+    """Hold for a person (promote or abort), audited and notified: never pass on silence."""
+    message = f"holding: {why}; promote or abort"
+    holding = record.noted(at, _e("held", False, message, at), phase=_P.HOLDING, held=held)
+    return _told(holding, Audit("held", message), f"analysis.{held}", _tick_s(record), reason=why)
+
+
+def _analyse(
+    record: ReleaseRecord, at: float, target: Counters, baseline: Counters | None
+) -> tuple[ReleaseRecord, Verdict | None]:
+    """Slide the window and judge it; no verdict when the step's window must start now
+    (none yet, or counters were reset).
+
+    The sliding window is judged when it holds ``min_requests`` target requests;
+    otherwise the whole step so far (a quiet canary still gathers its evidence).
+    """
+    analysis = record.analysis
+    samples = slide(record.samples, sample(at, target, baseline), analysis.window, analysis.tick_ms)
+    record = record.noted(at, samples=samples)
     window = record.window or {}
     start = window.get("target")
     moved = None if start is None else delta(Counters.from_dict(start), target)
     if moved is None:
-        return None
+        return record.noted(at, window=_window(target, baseline)), None
     base_start = window.get("baseline")
     base = None
     if baseline is not None and base_start is not None:
         base = delta(Counters.from_dict(base_start), baseline)
-    return judge(record.analysis, moved, base)
+    return record, judge_window(analysis, samples, moved, base)
 
 
 def _window(
@@ -557,6 +627,8 @@ def _promote(record: ReleaseRecord, event: Promote) -> Step:
         confirmed_step=index,
         inflight=None,  # the plan position moved: the next tick decides what to set
         attempts=0,
+        held=None,
+        budget=Budget(starved_since=event.at),
     )
     audit = Audit("promoted", message)
     return _told(moved, audit, "promoted", 0.0, full=event.full, by=event.actor)
@@ -574,17 +646,33 @@ def _expect(record: ReleaseRecord, purpose: str, kind: type[Event]) -> None:
 def _share_set(record: ReleaseRecord, event: ShareSet) -> Step:
     _expect(record, event.purpose, ShareSet)
     at, weights = event.at, dict(event.weights)
+    if event.purpose == "rollback" and event.capped and _ramping(record, at):
+        return _ramp(record, event)
     if event.purpose == "rollback":
         cause = next((e for e in reversed(record.steps) if e.name in ("rollback", "abort")), None)
         why = cause.message if cause else "rolled back"
         readings = cause.readings if cause else {}
         share = record.initial_weights.get(record.to_color, 0)
-        entry = _e(
-            "rolled_back", True, f"{record.to_color} back to {share}% ({_weights(weights)})", at
-        )
+        message = f"{record.to_color} back to {share}% ({_weights(weights)})"
+        if event.capped:
+            # capacity held part of the old share back on the target: say so everywhere
+            message = (
+                f"{record.to_color} at {weights.get(record.to_color, 0)}%, not {share}%, "
+                f"({_weights(weights)}): " + "; ".join(event.capped)
+            )
+            readings = {**readings, "capped": list(event.capped)}
+        entry = _e("rolled_back", True, message, at, {"capped": list(event.capped)})
         done = record.noted(at, entry, phase=_P.ROLLED_BACK, inflight=None, attempts=0)
         audit = Audit("rolled_back", why, readings)
-        return _told(done, audit, "rolled_back", reason=why, readings=readings, weights=weights)
+        return _told(
+            done,
+            audit,
+            "rolled_back",
+            reason=why,
+            readings=readings,
+            weights=weights,
+            capped=list(event.capped),
+        )
     current = record.plan.steps[record.step]
     assert isinstance(current, WeightStep)
     message = f"{record.to_color} at {current.weight}% ({_weights(weights)})"
@@ -596,6 +684,8 @@ def _share_set(record: ReleaseRecord, event: ShareSet) -> Step:
         step=record.step + 1,
         step_started_at=at,
         window=_window(event.target, event.baseline),
+        samples=() if event.target is None else (sample(at, event.target, event.baseline),),
+        budget=Budget(starved_since=at),
         verdict=None,
         inflight=None,
         attempts=0,
@@ -603,6 +693,34 @@ def _share_set(record: ReleaseRecord, event: ShareSet) -> Step:
     # the share change itself was audited (release.step) when the engine made it
     data = {"step": record.step, "weight": current.weight, "weights": weights}
     return _told(advanced, None, "step.advanced", 0.0, **data)
+
+
+def _ramping(record: ReleaseRecord, at: float) -> bool:
+    """Whether a capped rollback still has time to return traffic as servers come back."""
+    ramp = record.plan.rollback_ramp_ms
+    started = record.rollback_at if record.rollback_at is not None else record.updated_at
+    return ramp is not None and at < started + ramp / 1000
+
+
+def _ramp(record: ReleaseRecord, event: ShareSet) -> Step:
+    """A capped rollback within its ramp: stay rolling back, re-capping every tick."""
+    at, weights = event.at, dict(event.weights)
+    last = next((e for e in reversed(record.steps) if e.name == "capped"), None)
+    if last is not None and last.readings.get("weights") == weights:
+        kept = record if record.attempts == 0 else record.noted(at, attempts=0)
+        return Step(kept, (), _tick_s(record))  # nothing new: nothing to save
+    assert record.plan.rollback_ramp_ms is not None
+    started = record.rollback_at if record.rollback_at is not None else at
+    until = started + record.plan.rollback_ramp_ms / 1000
+    message = (
+        f"{record.to_color} at {weights.get(record.to_color, 0)}% ({_weights(weights)}): "
+        + "; ".join(event.capped)
+        + f"; the rest returns as servers come back, for {until - at:.0f} s more"
+    )
+    entry = _e("capped", False, message, at, {"weights": weights, "capped": list(event.capped)})
+    capped = record.noted(at, entry, attempts=0)
+    actions: tuple[Action, ...] = (Audit("capped", message),) if last is None else ()
+    return Step(capped, actions, _tick_s(record))
 
 
 def _share_failed(record: ReleaseRecord, event: ShareFailed) -> Step:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic.json_schema import JsonSchemaValue
@@ -28,8 +28,11 @@ from prism import names
 from prism.core.model import DurationMs, Name, _Frozen, json_pattern, parse_duration_ms
 
 __all__ = [
+    "DEFAULT_WINDOW_MS",
+    "MAX_WINDOW_TICKS",
     "Analysis",
     "AnalysisStep",
+    "Judge",
     "PauseStep",
     "ReleasePlan",
     "Step",
@@ -38,18 +41,42 @@ __all__ = [
     "plan_from_flags",
 ]
 
+#: The most ticks one analysis window may span (the record keeps one sample per tick).
+MAX_WINDOW_TICKS: Final = 100
+#: The sliding window judged when a plan names none.
+DEFAULT_WINDOW_MS: Final = 10_000
+
 _URL = re.compile(
     r"https?://[A-Za-z0-9.-]{1,253}(:\d{1,5})?(/[A-Za-z0-9._~/%?&=+-]{0,500})?", re.ASCII
 )
 
 
+class Judge(_Frozen):
+    """The statistical judge (:mod:`prism.release.judge`): a metric fails when the target's
+    ticks are worse than stable's with ``p < alpha`` (one-sided Mann-Whitney U) *and* by
+    more than its effect threshold; fewer than ``min_samples`` ticks a side: not judged."""
+
+    alpha: float = Field(default=0.05, gt=0, lt=0.5)
+    min_samples: int = Field(default=8, ge=3, le=100, strict=True)
+    max_5xx_increase: float = Field(default=0.01, ge=0, le=1)
+    max_response_increase: float = Field(default=0.2, ge=0, le=100)
+
+
 class Analysis(_Frozen):
     """Thresholds judged over a window of HAProxy counters of the target color's backend.
 
-    Fewer than ``min_requests`` requests in the window means *wait*, never pass.
-    Ratios "vs stable" compare with the color the release moves traffic from,
-    over the same window; ``*_floor`` keeps tiny baselines from making every
-    blip a failure.
+    The counters are read every ``tick_ms`` and judged over a sliding window of
+    the last ``window_ms`` (or, when that holds fewer than ``min_requests``
+    target requests, over the whole step so far). Fewer than ``min_requests``
+    requests means *wait*, never pass. Ratios "vs stable" compare with the
+    color the release moves traffic from, over the same window; ``*_floor``
+    keeps tiny baselines from making every blip a failure.
+
+    Each tick's reading is pass, fail, inconclusive (still too little data
+    after ``max_wait_ms``) or error (no reading at all). Per step, the release
+    rolls back at the ``failure_limit + 1``-th failed reading, and *holds* (and
+    notifies) at the ``inconclusive_limit + 1``-th inconclusive reading or the
+    ``consecutive_error_limit + 1``-th error in a row.
     """
 
     min_requests: int = Field(default=20, ge=1, le=10_000_000, strict=True)
@@ -59,7 +86,36 @@ class Analysis(_Frozen):
     max_mean_response_ms: int | None = Field(default=2000, ge=1, le=3_600_000)
     max_response_vs_stable: float | None = Field(default=3.0, ge=1, le=1000)
     response_floor_ms: int = Field(default=50, ge=0, le=60_000)
-    tick_ms: DurationMs = Field(default=5000, ge=50, le=600_000)
+    tick_ms: DurationMs = Field(default=1000, ge=100, le=600_000)
+    #: None: 10 s, stretched to one tick and shrunk to MAX_WINDOW_TICKS ticks as needed
+    window_ms: DurationMs | None = Field(default=None, ge=100, le=600_000)
+    max_wait_ms: DurationMs = Field(default=60_000, ge=100, le=86_400_000)
+    failure_limit: int = Field(default=0, ge=0, le=1000, strict=True)
+    inconclusive_limit: int = Field(default=0, ge=0, le=1000, strict=True)
+    consecutive_error_limit: int = Field(default=4, ge=0, le=1000, strict=True)
+    judge: Judge | None = None
+
+    @model_validator(mode="after")
+    def _window_fits(self) -> Analysis:
+        # the record keeps one sample per tick of the window: bound it
+        if self.window_ms is None:
+            return self
+        if self.window_ms < self.tick_ms:
+            raise ValueError("window_ms must be at least tick_ms")
+        if self.window_ms > self.tick_ms * MAX_WINDOW_TICKS:
+            raise ValueError(
+                f"window_ms may span at most {MAX_WINDOW_TICKS} ticks "
+                f"({self.tick_ms * MAX_WINDOW_TICKS} ms at tick_ms {self.tick_ms})"
+            )
+        return self
+
+    @property
+    def window(self) -> int:
+        """The sliding window judged, in ms: ``window_ms``, or the default 10 s fitted to
+        the tick (records saved before ``window_ms`` existed load with any tick)."""
+        if self.window_ms is not None:
+            return self.window_ms
+        return min(max(DEFAULT_WINDOW_MS, self.tick_ms), self.tick_ms * MAX_WINDOW_TICKS)
 
 
 class Webhook(_Frozen):
@@ -123,6 +179,8 @@ class ReleasePlan(_Frozen):
     analysis: Analysis = Analysis()
     smoke: bool = True
     drain_timeout_ms: DurationMs | None = None
+    #: a rollback capped for lost servers keeps returning traffic as they come back, this long
+    rollback_ramp_ms: DurationMs | None = Field(default=None, ge=1000, le=3_600_000)
     webhooks: tuple[Webhook, ...] = Field(default=(), max_length=16)
     confirm: Webhook | None = None
 

@@ -16,7 +16,17 @@ from pydantic import BaseModel, ConfigDict
 
 from prism.release.plan import Analysis, ReleasePlan
 
-__all__ = ["ACTIVE", "TERMINAL", "InFlight", "LogEntry", "Phase", "ReleaseRecord"]
+__all__ = [
+    "ACTIVE",
+    "TERMINAL",
+    "Budget",
+    "Held",
+    "InFlight",
+    "LogEntry",
+    "Phase",
+    "ReleaseRecord",
+    "Sample",
+]
 
 
 class Phase(StrEnum):
@@ -44,6 +54,37 @@ ACTIVE = frozenset(Phase) - TERMINAL
 InFlight = Literal["step", "rollback", "drain"]
 
 
+#: Why a release holds until a person promotes or aborts it: its analysis stayed
+#: inconclusive, or gave no reading, for longer than the step's limits allow.
+Held = Literal["inconclusive", "errors"]
+
+
+class Sample(BaseModel):
+    """The counters of the target and the baseline read at one tick (``at``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    at: float
+    target: dict[str, int]
+    baseline: dict[str, int] | None = None
+
+
+class Budget(BaseModel):
+    """The current step's readings counted against its analysis limits.
+
+    ``errors`` counts readings missing in a row (any reading resets it);
+    ``starved_since`` is when the analysis last started waiting for enough
+    data (None while it has enough).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    failures: int = 0
+    inconclusive: int = 0
+    errors: int = 0
+    starved_since: float | None = None
+
+
 class LogEntry(BaseModel):
     """One thing a release did or saw."""
 
@@ -68,6 +109,8 @@ class ReleaseRecord(BaseModel):
     to_color: str
     plan: ReleasePlan
     initial_weights: dict[str, int]
+    #: ready servers per color when the release began: a rollback never loads them more
+    initial_up: dict[str, int] = {}
     phase: Phase
     step: int = 0
     #: wall-clock time the current step began (pause deadlines derive from it)
@@ -77,6 +120,12 @@ class ReleaseRecord(BaseModel):
     analysis: Analysis = Analysis()
     #: HAProxy counters of the target and the baseline when the analysis window began
     window: dict[str, dict[str, int] | None] | None = None
+    #: one sample per tick over the sliding analysis window, oldest first
+    samples: tuple[Sample, ...] = ()
+    #: the current step's failed, inconclusive and missing readings
+    budget: Budget = Budget()
+    #: set while the release holds for a person because its analysis could not judge
+    held: Held | None = None
     verdict: dict[str, Any] | None = None
     #: the step whose confirm hook answered yes (so a restart does not ask twice)
     confirmed_step: int | None = None
@@ -90,6 +139,8 @@ class ReleaseRecord(BaseModel):
     inflight: InFlight | None = None
     #: refusals of the in-flight action in a row (a rollback gives up after a few)
     attempts: int = 0
+    #: when the rollback began (a capped rollback's ramp runs from here)
+    rollback_at: float | None = None
 
     @property
     def active(self) -> bool:

@@ -1,10 +1,14 @@
-"""How status and history show slow-server weights, tripped breakers and warm-ups."""
+"""How status and history show slow-server weights, tripped breakers and warm-ups, and
+release status the judge's score and the step's reading counts."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from prism.cli.output import format_history, format_status
+from prism.cli.output import format_history, format_progress, format_status
+from prism.release.machine import propose
+from prism.release.plan import ReleasePlan
+from prism.release.record import Budget, Phase
 
 
 def app_status(**server: Any) -> dict[str, Any]:
@@ -73,3 +77,47 @@ def test_history_shows_weight_moves_and_trips() -> None:
     assert "blue/s2 weight 100% -> 70% on lb-2  reason: slow: 730 ms vs 95 ms median" in lines[0]
     assert "circuit.tripped" in lines[1]
     assert "blue/s3 1 trip(s)" in lines[1]
+
+
+def test_release_status_shows_the_judge_score_and_the_step_counts() -> None:
+    """While a judged step runs, status shows the score per metric and the budgets used."""
+    plan = ReleasePlan.model_validate(
+        {"to": "green", "steps": [{"weight": 10}, {"pause": "1m"}, {"weight": 100}]}
+    )
+    record = propose(
+        id="r1",
+        app="shop",
+        stable="blue",
+        plan=plan,
+        weights={"blue": 100},
+        actor="ci",
+        reason=None,
+        at=1_700_000_000.0,
+    ).model_copy(
+        update={
+            "phase": Phase.HOLDING,
+            "held": "inconclusive",
+            "budget": Budget(failures=1, inconclusive=1),
+            "verdict": {
+                "outcome": "inconclusive",
+                "message": "inconclusive: waiting for data: 3/20 requests after 60 s",
+                "readings": {
+                    "judge": {
+                        "score": 50.0,
+                        "failures": [],
+                        "metrics": {
+                            "5xx_ratio": {"outcome": "pass", "p": 0.4},
+                            "response": {"outcome": "fail", "p": 0.001},
+                        },
+                    }
+                },
+            },
+        }
+    )
+    shown = format_progress(record.summary())
+    assert "last analysis: inconclusive: inconclusive: waiting for data" in shown
+    assert "judge score: 50 (5xx_ratio pass (p=0.4), response fail (p=0.001))" in shown
+    assert (
+        "readings this step: 1 failed, 1 inconclusive, 0 missing in a row; "
+        "holding (inconclusive)" in shown
+    )

@@ -21,7 +21,7 @@ from prism.core.model import Spec, parse_model
 from prism.core.readings import Counters
 from prism.core.state import DesiredState
 from prism.dataplane.change import Changes
-from prism.errors import ConfigRejected, Conflict, GateFailed, IllegalTransition
+from prism.errors import ConfigRejected, Conflict, GateFailed, HAProxyError, IllegalTransition
 from prism.release import machine
 from prism.release.engine import ReleaseEngine
 from prism.release.gates import GateResult
@@ -51,6 +51,8 @@ class Plane(FakeDataPlane):
         super().__init__()
         self.bad: dict[str, int] = {}
         self.after_converge: Callable[[Plane, DesiredState], None] | None = None
+        #: set: reading counters fails, as with HAProxy's socket gone
+        self.unreadable = False
 
     async def converge(self, state: DesiredState) -> Any:
         done = await super().converge(state)
@@ -59,6 +61,8 @@ class Plane(FakeDataPlane):
         return done
 
     async def counters(self, backends: Any) -> Any:
+        if self.unreadable:
+            raise HAProxyError("admin socket: connection refused")
         if self.converged:
             state = self.last
             for app in state.spec.apps:
@@ -588,3 +592,69 @@ async def test_a_release_started_elsewhere_is_driven_by_the_leader(world: World)
     record = await world.until(ENDED)
     assert record.phase is Phase.COMPLETED
     assert await world.weights() == {"green": 100}
+
+
+async def test_an_abort_after_stable_lost_a_server_caps_stable_at_its_capacity(
+    world: World,
+) -> None:
+    """Blue carried 100% on 2 ready servers; it lost one mid-release: the abort gives it 50%,
+    green keeps the rest, and the rollback says so in its log, audit and webhook event."""
+    world.plane.set_servers("shop.blue", "s1", "s2")
+    await start(world, canary(10, 100, pause="1h", webhooks=[{"url": f"{HOOKS}/events"}]))
+    record = await poll(lambda: _step_at_least(world, 1))
+    assert record.initial_up == {"blue": 2, "green": 1, "red": 1}
+    world.plane.set_servers("shop.blue", "s1")
+    await world.engine.abort("shop", None, actor="ann", reason="bad canary")
+    record = await world.until(ENDED)
+    assert record.phase is Phase.ROLLED_BACK
+    assert await world.weights() == {"blue": 50, "green": 50}
+    done = record.steps[-1]
+    assert done.message.startswith("green at 50%, not 0%")
+    assert "blue has 1 of the 2 ready server(s)" in done.message
+    audit = (await world.actions("release.rolled_back"))[-1]
+    assert audit["readings"]["capped"] == [done.message.split(": ", 1)[1]]
+    await poll(lambda: now(any(e["event"] == "rolled_back" for e in world.hooks.events)))
+    event = next(e for e in world.hooks.events if e["event"] == "rolled_back")
+    assert event["data"]["capped"] == audit["readings"]["capped"]
+
+
+async def test_readings_that_keep_failing_hold_the_release(world: World) -> None:
+    """Counters that cannot be read for more ticks than consecutive_error_limit: the release
+    holds (audited), traffic stays where it is, and a promote lets it go on."""
+    await start(world, canary(10, 100, pause="1h"))
+    await poll(lambda: _step_at_least(world, 1))
+    world.plane.unreadable = True
+    record = await world.until({Phase.HOLDING})
+    assert record.held == "errors"
+    assert record.budget.errors == 5  # the default limit is 4 in a row
+    assert await world.weights() == {"blue": 90, "green": 10}
+    assert [a["action"] for a in await world.actions("release.held")] == ["release.held"]
+    world.plane.unreadable = False
+    promoted = await world.engine.promote("shop", None, actor="ann", full=False)
+    assert promoted.held is None
+    record = await world.until(ENDED)
+    assert record.phase is Phase.COMPLETED
+
+
+async def test_a_ramped_rollback_returns_the_share_as_servers_come_back(world: World) -> None:
+    """rollback_ramp_ms: capped at 50% while blue has 1 of 2 servers, the rollback keeps
+    rolling back; once s2 is ready again blue gets its whole 100% and the release ends."""
+    world.plane.set_servers("shop.blue", "s1", "s2")
+    await start(world, canary(10, 100, pause="1h", rollback_ramp_ms="1h"))
+    await poll(lambda: _step_at_least(world, 1))
+    world.plane.set_servers("shop.blue", "s1")
+    await world.engine.abort("shop", None, actor="ann", reason="bad canary")
+
+    async def capped() -> bool:
+        record = await world.record()
+        return any(e.name == "capped" for e in record.steps)
+
+    await poll(capped)
+    assert (await world.record()).phase is Phase.ROLLING_BACK
+    assert await world.weights() == {"blue": 50, "green": 50}
+    assert [a["action"] for a in await world.actions("release.capped")] == ["release.capped"]
+    world.plane.set_servers("shop.blue", "s1", "s2")
+    record = await world.until(ENDED)
+    assert record.phase is Phase.ROLLED_BACK
+    assert await world.weights() == {"blue": 100}
+    assert record.steps[-1].message == "green back to 0% (blue=100)"
