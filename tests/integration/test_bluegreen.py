@@ -144,7 +144,7 @@ def test_release_waits_for_rise_count(server: Server, color_backends: dict[str, 
     """A color coming back (DOWN 1/3, DOWN 2/3) is refused until exactly UP, then accepted."""
     port = free_port()
     spec = shop_spec(port, color_backends)
-    spec["apps"][0]["check"] = {"path": "/healthz", "inter_ms": "300ms", "rise": 3, "fall": 1}
+    spec["apps"][0]["check"] = {"path": "/healthz", "inter_ms": "1s", "rise": 3, "fall": 1}
     assert server.api("PUT", "/config", {"spec": spec}).status_code == 200
     wait_until_up(server, "shop", ["blue", "green"])
     green = color_backends["green"].url

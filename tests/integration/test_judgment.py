@@ -95,7 +95,11 @@ def test_a_canary_without_traffic_goes_inconclusive_and_holds(
     record = wait_phase(server, "green", {"holding", "completed", "rolled_back"}, timeout=15)
     assert record["phase"] == "holding", record["steps"]
     assert record["held"] == "inconclusive"
-    assert record["verdict"]["outcome"] == "inconclusive"
+    held = [e for e in record["steps"] if e["name"] == "held"][-1]
+    assert "inconclusive" in held["message"], held
+    # Analysis goes on while held (a canary that starts failing is still rolled back),
+    # so the live verdict is the next tick's: still no data.
+    assert record["verdict"]["outcome"] in ("wait", "inconclusive"), record["verdict"]
     assert "waiting for data: 0/20 requests" in record["verdict"]["message"]
     assert record["step"] == 1  # still at the pause: its 1 s is long over
     assert weights(server) == {"blue": 90, "green": 10}

@@ -62,12 +62,30 @@ def with_open_files_limit(args: Sequence[str], soft: int, hard: int | None = Non
     return [*shim, *args]
 
 
+# Local fleets put their nodes on 127.0.0.2 and up: a port the OS picks on
+# 127.0.0.1 may be bound on one of those by another test running beside this one.
+_NODE_ADDRESSES = tuple(f"127.0.0.{n}" for n in range(2, 23))
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (the OS picked it)."""
+    """A TCP port that was free a moment ago on 127.0.0.1 (the OS picked it) and on
+    every address a local fleet's nodes use."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if all(_bindable(address, port) for address in _NODE_ADDRESSES):
+            return port
+    raise RuntimeError("no TCP port is free on every loopback address a fleet uses")
+
+
+def _bindable(address: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        try:
+            sock.bind((address, port))
+        except OSError:
+            return False
+        return True
 
 
 class ManagedProcess:
