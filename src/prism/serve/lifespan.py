@@ -51,6 +51,8 @@ from prism.services import (
     Services,
     SpecService,
     StatusService,
+    TelemetryService,
+    TokenService,
 )
 from prism.store.desired import load_state
 from prism.store.url import StoreOptions, open_store
@@ -71,6 +73,8 @@ class ServiceOptions:
     store: StoreOptions = field(default_factory=StoreOptions)
     #: how long a fleet change may take to be applied on every node
     converge_timeout: float = 15.0
+    #: seconds between samples of HAProxy's counters (the dashboard's charts)
+    sample_interval: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -153,6 +157,13 @@ async def _running(
         return "leader" if leadership is None or leadership.leading else "follower"
 
     status = StatusService(store, plane, role=role)
+    local = plane if isinstance(plane, LocalDataPlane) else None
+    telemetry = TelemetryService(
+        store,
+        plane,
+        clock,
+        drift_repairs=lambda: local.applier.drift_repairs if local is not None else 0,
+    )
     services = Services(
         spec=SpecService(store, changes),
         routing=RoutingService(traffic),
@@ -162,6 +173,8 @@ async def _running(
         status=status,
         registrations=registrations,
         dns=DnsService(store, plane),
+        tokens=TokenService(store, clock),
+        telemetry=telemetry,
     )
     try:
         if isinstance(plane, LocalDataPlane):
@@ -179,6 +192,7 @@ async def _running(
         elif isinstance(plane, FleetDataPlane) and leadership is not None:
             await plane.start()
             background.append(asyncio.create_task(leadership.run()))
+        background.append(asyncio.create_task(telemetry.run(options.sample_interval)))
         yield services
     finally:
         for task in background:

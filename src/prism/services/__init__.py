@@ -7,7 +7,9 @@
 * :mod:`.registrations` — servers registering themselves for a TTL;
 * :mod:`.releases` — start and steer releases (the engine drives them);
 * :mod:`.status` — app status, node health, the audit log;
-* :mod:`.dns` — health-weighted DNS weights per node, and their Route 53 batch.
+* :mod:`.dns` — health-weighted DNS weights per node, and their Route 53 batch;
+* :mod:`.tokens` — named API tokens with roles (digests in the store);
+* :mod:`.telemetry` — snapshots for ``/metrics``, sampled rates for the dashboard.
 
 Every change goes through :class:`prism.dataplane.change.Changes` (persist,
 converge, revert if refused); nothing here knows whether the data plane is
@@ -29,6 +31,8 @@ from prism.services.routing import RoutingService
 from prism.services.servers import ServerService
 from prism.services.spec import SpecService
 from prism.services.status import StatusService
+from prism.services.telemetry import TelemetryService
+from prism.services.tokens import TokenService
 
 __all__ = [
     "DnsService",
@@ -40,6 +44,8 @@ __all__ = [
     "Services",
     "SpecService",
     "StatusService",
+    "TelemetryService",
+    "TokenService",
 ]
 
 
@@ -55,3 +61,5 @@ class Services:
     status: StatusService
     registrations: RegistrationService
     dns: DnsService
+    tokens: TokenService
+    telemetry: TelemetryService
