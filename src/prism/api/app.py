@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from prism import __version__, names
 from prism.api.auth import Admin, Auth, Operator, Viewer
 from prism.api.bodies import body_doc, json_body
+from prism.api.dashboard import install_dashboard
 from prism.api.guard import ApiLimits, Guard
 from prism.api.metrics import CONTENT_TYPE_LATEST, Metrics
 from prism.api.openapi import MUTATION, READ, answers, build
@@ -213,6 +214,8 @@ def create_app(
     app.add_middleware(
         Guard, limits=limits or ApiLimits(), secrets=auth.secrets, observe=metrics.observe
     )
+
+    install_dashboard(app, services, auth)
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus_metrics(request: Request) -> Response:

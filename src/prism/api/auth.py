@@ -25,7 +25,7 @@ from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from prism.api.ratelimit import RateLimiter
-from prism.core.tokens import Role, allows
+from prism.core.tokens import Role, allows, digest
 from prism.errors import Forbidden, RateLimited, Unauthorized
 from prism.services.tokens import RESERVED, TokenService
 
@@ -38,6 +38,7 @@ __all__ = [
     "Operator",
     "Viewer",
     "authenticated",
+    "bearer",
     "requires",
 ]
 
@@ -51,6 +52,9 @@ _bearer = HTTPBearer(
     description="An API token: the `token` file in the state directory (mode 600, role "
     "admin), PRISM_TOKEN, or one made by `prism token create`. Reads of status need none.",
 )
+
+#: reads a bearer token from a request (None without one)
+bearer = _bearer
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,13 @@ class Auth:
         if hmac.compare_digest(presented.encode(), self.token.encode()):
             return Caller(RESERVED, "admin", bootstrap=True)
         record = await self.tokens.resolve(presented)
+        return None if record is None else Caller(record.name, record.role)
+
+    async def caller_by_digest(self, token_digest: str) -> Caller | None:
+        """Who the token with this digest is now (a session keeps only the digest)."""
+        if hmac.compare_digest(token_digest, digest(self.token)):
+            return Caller(RESERVED, "admin", bootstrap=True)
+        record = await self.tokens.resolve_digest(token_digest)
         return None if record is None else Caller(record.name, record.role)
 
     def secrets(self) -> tuple[str, ...]:

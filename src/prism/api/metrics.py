@@ -187,7 +187,12 @@ class Metrics:
         self._collector = _SnapshotCollector()
         self.registry.register(self._collector)
 
+    #: streams last as long as a browser stays: not a request's latency
+    unobserved: frozenset[str] = frozenset({"/api/v1/events"})
+
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        if route in self.unobserved:
+            return
         self.latency.labels(method, route, str(status)).observe(seconds)
 
     def expose(self, snapshot: Snapshot) -> bytes:

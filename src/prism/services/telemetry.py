@@ -81,9 +81,9 @@ class TelemetryService:
         self.clock = clock
         self.drift_repairs = drift_repairs
         self._last: tuple[float, dict[str, Counters]] | None = None
+        #: samples taken so far (the dashboard's stream sends new points when it moves)
+        self.samples = 0
         self._series: dict[str, _Series] = {}
-        #: called after each sample (the dashboard's live stream listens)
-        self.listeners: list[Callable[[], None]] = []
 
     async def snapshot(self) -> Snapshot:
         state = await load_state(self.store)
@@ -129,8 +129,7 @@ class TelemetryService:
                 while series.points and series.points[0].at < now - WINDOW_SECONDS:
                     series.points.popleft()
         self._last = (now, now_counters)
-        for listener in list(self.listeners):
-            listener()
+        self.samples += 1
 
     def series(self, app: str, colors: list[str]) -> dict[str, list[list[float]]]:
         """Per color of ``app``: ``[at, req/s, 5xx ratio, response ms]`` points, oldest first."""

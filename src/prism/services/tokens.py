@@ -96,7 +96,11 @@ class TokenService:
 
     async def resolve(self, secret: str) -> TokenRecord | None:
         """The named token whose secret this is, or None (unknown or revoked)."""
-        return (await self._records_by_digest()).get(digest(secret))
+        return await self.resolve_digest(digest(secret))
+
+    async def resolve_digest(self, token_digest: str) -> TokenRecord | None:
+        """The named token with this digest, or None (a dashboard session holds only it)."""
+        return (await self._records_by_digest()).get(token_digest)
 
     async def _records(self) -> dict[str, TokenRecord]:
         return {r.name: r for r in (await self._records_by_digest()).values()}

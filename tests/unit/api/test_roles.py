@@ -18,6 +18,8 @@ ADMIN_ONLY = {
     ("POST", "/api/v1/tokens"),
     ("DELETE", "/api/v1/tokens/{name}"),
 }
+# Logging in and out of the dashboard change nothing: any valid token may.
+SESSION = {("POST", "/api/v1/session"), ("DELETE", "/api/v1/session")}
 PARAMS = {"app": "shop", "color": "green", "server": "s1", "key": "acme", "node": "lb-1"}
 
 
@@ -25,7 +27,11 @@ def _mutations(api: Api) -> list[tuple[str, str]]:
     found = []
     for route in api.app.routes:
         if isinstance(route, APIRoute):
-            found += [(m, route.path) for m in sorted(route.methods & MUTATING)]
+            found += [
+                (m, route.path)
+                for m in sorted(route.methods & MUTATING)
+                if (m, route.path) not in SESSION
+            ]
     return found
 
 
