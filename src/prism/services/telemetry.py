@@ -65,6 +65,10 @@ class _Series:
     points: deque[Point] = field(default_factory=deque)
 
 
+def _backends(state: DesiredState) -> list[str]:
+    return [backend_name(a.name, c.name) for a in state.spec.apps for c in a.colors]
+
+
 class TelemetryService:
     """Snapshots for ``/metrics``; sampled rates for the dashboard."""
 
@@ -91,7 +95,7 @@ class TelemetryService:
             ReleaseRecord.model_validate_json(e.value) for e in await self.store.list(RELEASES)
         ]
         try:
-            counters = await self.plane.counters([])
+            counters = await self.plane.counters(_backends(state))
             servers = await self.plane.servers([])
         except PrismError as exc:
             log.warning("metrics: cannot read HAProxy: %s", exc)
@@ -102,7 +106,7 @@ class TelemetryService:
     async def sample(self) -> None:
         """Read HAProxy's counters once; with a reading before, add a point per color."""
         try:
-            now_counters = await self.plane.counters([])
+            now_counters = await self.plane.counters(_backends(await load_state(self.store)))
         except PrismError as exc:
             log.warning("sampling: cannot read HAProxy's counters: %s", exc)
             return

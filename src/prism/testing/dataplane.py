@@ -104,8 +104,7 @@ class FakeDataPlane:
         return [s for b in chosen for s in self.servers_by_backend.get(b, [])]
 
     async def counters(self, backends: Sequence[str]) -> dict[str, Counters]:
-        chosen = backends or list(self.counters_by_backend)
-        return {b: self.counters_by_backend[b] for b in chosen if b in self.counters_by_backend}
+        return {b: self.counters_by_backend[b] for b in backends if b in self.counters_by_backend}
 
     async def in_use(self, backends: Sequence[str]) -> dict[str, int]:
         return {

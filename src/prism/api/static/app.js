@@ -45,8 +45,9 @@ function csrf() {
 
 function notice(text, hint, isError) {
   const box = document.getElementById("notice");
-  box.replaceChildren(el("span", { className: "message" }, text),
-    hint ? el("span", { className: "hint" }, hint) : null);
+  const parts = [el("span", { className: "message" }, text)];
+  if (hint) parts.push(el("span", { className: "hint" }, hint));
+  box.replaceChildren(...parts);
   box.className = isError ? "error" : "";
   box.hidden = false;
 }
@@ -253,7 +254,13 @@ function drawChart(canvas, series, index, colors) {
   ctx.clearRect(0, 0, w, h);
   const now = Date.now() / 1000, from = now - 900;
   let max = 0;
-  for (const c of colors) for (const p of series[c] || []) max = Math.max(max, p[index]);
+  const latest = {};
+  for (const c of colors) {
+    for (const p of series[c] || []) max = Math.max(max, p[index]);
+    const points = series[c] || [];
+    if (points.length) latest[c] = points[points.length - 1][index];
+  }
+  canvas.dataset.latest = JSON.stringify(latest);
   max = max > 0 ? max * 1.15 : 1;
   ctx.fillStyle = "#8a929c";
   ctx.font = "10px sans-serif";
