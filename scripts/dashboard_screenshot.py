@@ -12,6 +12,7 @@ charts, screenshots the page with Debian's chromium, then aborts the canary.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import tempfile
@@ -57,10 +58,8 @@ def main() -> None:
     def traffic() -> None:
         with httpx.Client(timeout=5) as client:
             while not stop.is_set():
-                try:
+                with contextlib.suppress(httpx.HTTPError):
                     client.get(app_url, headers={"X-Tenant": f"t{time.monotonic_ns() % 97}"})
-                except httpx.HTTPError:
-                    pass
                 stop.wait(0.02)
 
     worker = threading.Thread(target=traffic, daemon=True)
