@@ -32,6 +32,7 @@ BENCHMARKS = {
     "fleet": "bench.fleet",
     "slowservers": "bench.slowservers",
     "discovery": "bench.discovery",
+    "dashboard": "bench.dashboard",
 }
 
 INTRO = """\
