@@ -1,4 +1,4 @@
-"""9. Dashboard and /metrics: change -> browser latency, scrape time, page weight.
+"""10. Dashboard and /metrics: change -> browser latency, scrape time, page weight.
 
 At 10 and 1,000 apps (3 colors x 1 server each, pointing at an in-memory
 HAProxy responder):
@@ -38,7 +38,7 @@ from bench.common import (
 from bench.scale import fleet_spec, free_ports
 
 NAME = "dashboard"
-TITLE = "9. Dashboard and /metrics"
+TITLE = "10. Dashboard and /metrics"
 NOFILE = 4096
 ARGS = [
     "--headless",
@@ -129,7 +129,7 @@ def _measure(ctx: BenchContext, prism: PrismServer, spec: dict[str, Any]) -> dic
 
 
 def run(ctx: BenchContext) -> Section:
-    sizes = ctx.size((10, 1000), (2, 10))
+    sizes = ctx.size((10, 1000), (2,))
     rows = []
     with temp_dir(ctx.tmp, "dashboard-") as work:
         static_root, state = work / "static", work / "state"
