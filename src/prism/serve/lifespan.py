@@ -163,6 +163,8 @@ async def _running(
         plane,
         clock,
         drift_repairs=lambda: local.applier.drift_repairs if local is not None else 0,
+        counters=fleet.reported_counters if fleet is not None else None,
+        servers=fleet.reported_servers if fleet is not None else None,
     )
     services = Services(
         spec=SpecService(store, changes),

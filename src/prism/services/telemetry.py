@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,11 +79,17 @@ class TelemetryService:
         clock: Clock,
         *,
         drift_repairs: Callable[[], int] = lambda: 0,
+        counters: Callable[[Sequence[str]], Awaitable[dict[str, Counters]]] | None = None,
+        servers: Callable[[Sequence[str]], Awaitable[list[ServerReading]]] | None = None,
     ) -> None:
         self.store = store
         self.plane = plane
         self.clock = clock
         self.drift_repairs = drift_repairs
+        # a fleet passes readings from the nodes' heartbeats, so that no sample or
+        # scrape costs every node a poll (default: the data plane's own readings)
+        self.counters = counters or plane.counters
+        self.servers = servers or plane.servers
         self._last: tuple[float, dict[str, Counters]] | None = None
         #: samples taken so far (the dashboard's stream sends new points when it moves)
         self.samples = 0
@@ -95,8 +101,8 @@ class TelemetryService:
             ReleaseRecord.model_validate_json(e.value) for e in await self.store.list(RELEASES)
         ]
         try:
-            counters = await self.plane.counters(_backends(state))
-            servers = await self.plane.servers([])
+            counters = await self.counters(_backends(state))
+            servers = await self.servers([])
         except PrismError as exc:
             log.warning("metrics: cannot read HAProxy: %s", exc)
             counters, servers = {}, []
@@ -106,7 +112,7 @@ class TelemetryService:
     async def sample(self) -> None:
         """Read HAProxy's counters once; with a reading before, add a point per color."""
         try:
-            now_counters = await self.plane.counters(_backends(await load_state(self.store)))
+            now_counters = await self.counters(_backends(await load_state(self.store)))
         except PrismError as exc:
             log.warning("sampling: cannot read HAProxy's counters: %s", exc)
             return
