@@ -201,7 +201,7 @@ def test_shift_in_the_ui_moves_the_bar_the_map_and_the_counters(
 
     # the live chart: green's requests/s as Prism sampled them from HAProxy's counters
     def green_rps() -> float:
-        raw = page.app("canvas[data-chart=rps]").get_attribute("data-latest") or "{}"
+        raw = page.app("svg[data-chart=rps]").get_attribute("data-latest") or "{}"
         return float(json.loads(raw).get("green", 0))
 
     wait_for(green_rps, timeout=20, interval=0.2, what="green's requests/s on the chart")

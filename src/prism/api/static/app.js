@@ -100,11 +100,11 @@ function buildApp(app) {
   view.colors = el("table", { className: "colors" });
   view.pins = el("table", { className: "pins" });
   view.charts = el("div", { className: "charts" });
-  view.canvases = {};
+  view.graphs = {};
   for (const [key, label] of [["rps", "requests/s"], ["err", "5xx ratio"], ["ms", "response ms"]]) {
-    const canvas = el("canvas", { width: 400, height: 120, dataset: { chart: key } });
-    view.canvases[key] = canvas;
-    view.charts.append(el("div", { className: "chart" }, el("h3", {}, label), canvas));
+    const chart = svg("svg", { viewBox: "0 0 400 120", preserveAspectRatio: "none", "data-chart": key });
+    view.graphs[key] = chart;
+    view.charts.append(el("div", { className: "chart" }, el("h3", {}, label), chart));
   }
   view.release = el("div", { className: "release" });
   view.actions = el("div", { className: "actions" });
@@ -248,35 +248,42 @@ function renderRelease(view, app, serverSkew) {
     el("div", { className: "release-log" }, log));
 }
 
-function drawChart(canvas, series, index, colors) {
-  const ctx = canvas.getContext("2d");
-  const w = canvas.width, h = canvas.height;
-  ctx.clearRect(0, 0, w, h);
-  const now = Date.now() / 1000, from = now - 900;
+const SVG = "http://www.w3.org/2000/svg";
+
+function svg(tag, attrs) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, String(value));
+  return node;
+}
+
+// A chart is an SVG of one polyline per color: no canvas backing store, so a thousand
+// apps cost a few nodes each, not megabytes.
+function drawChart(chart, series, index, colors) {
+  const w = 400, h = 120, now = Date.now() / 1000, from = now - 900;
   let max = 0;
   const latest = {};
   for (const c of colors) {
-    for (const p of series[c] || []) max = Math.max(max, p[index]);
     const points = series[c] || [];
+    for (const p of points) max = Math.max(max, p[index]);
     if (points.length) latest[c] = points[points.length - 1][index];
   }
-  canvas.dataset.latest = JSON.stringify(latest);
+  chart.dataset.latest = JSON.stringify(latest);
   max = max > 0 ? max * 1.15 : 1;
-  ctx.fillStyle = "#8a929c";
-  ctx.font = "10px sans-serif";
-  ctx.fillText(index === 2 ? max.toFixed(3) : max.toFixed(1), 2, 10);
+  const label = svg("text", { x: 2, y: 10, class: "scale" });
+  label.textContent = index === 2 ? max.toFixed(3) : max.toFixed(1);
+  const lines = [label];
   for (const c of colors) {
     const points = series[c] || [];
     if (!points.length) continue;
-    ctx.strokeStyle = colorOf(c);
-    ctx.lineWidth = 1.5;
-    ctx.beginPath();
-    points.forEach((p, i) => {
-      const x = Math.max(0, (p[0] - from) / 900) * w, y = h - (p[index] / max) * (h - 12);
-      if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
+    const coords = points.map((p) => {
+      const x = Math.max(0, (p[0] - from) / 900) * w;
+      const y = h - (p[index] / max) * (h - 12);
+      return `${x.toFixed(1)},${y.toFixed(1)}`;
     });
-    ctx.stroke();
+    lines.push(svg("polyline", { points: coords.join(" "), fill: "none", stroke: colorOf(c),
+      "stroke-width": 1.5, "data-color": c }));
   }
+  chart.replaceChildren(...lines);
 }
 
 function renderHistory(rows) {
@@ -309,16 +316,21 @@ function render(state) {
   for (const app of state.apps) {
     let view = views.get(app.name);
     if (!view) { view = buildApp(app); views.set(app.name, view); container.append(view.root); }
+    const series = state.series[app.name] || {};
+    // Only apps whose status or samples moved are drawn again (a release's time left
+    // is recounted on every state, so an app with a running release always is).
+    const sig = JSON.stringify([app, series]);
+    if (sig === view.sig && !(app.release && ACTIVE.includes(app.release.phase))) continue;
+    view.sig = sig;
     view.summary.textContent = `active ${app.active} · ${app.bind || app.listener || ""}` +
       ` · desired r${app.desired_revision} applied r${app.applied_revision}`;
     renderColors(view, app);
     renderPins(view, app);
     renderRelease(view, app, skew);
     const colors = app.colors.map((c) => c.name);
-    const series = state.series[app.name] || {};
-    drawChart(view.canvases.rps, series, 1, colors);
-    drawChart(view.canvases.err, series, 2, colors);
-    drawChart(view.canvases.ms, series, 3, colors);
+    drawChart(view.graphs.rps, series, 1, colors);
+    drawChart(view.graphs.err, series, 2, colors);
+    drawChart(view.graphs.ms, series, 3, colors);
   }
   renderNodes(state.nodes);
   renderHistory(state.history);
