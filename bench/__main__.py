@@ -34,6 +34,7 @@ BENCHMARKS = {
     "discovery": "bench.discovery",
     "tls": "bench.tls",
     "detection": "bench.detection",
+    "dashboard": "bench.dashboard",
 }
 
 INTRO = """\

@@ -1,7 +1,8 @@
 """The benchmarks still run: ``python -m bench --quick`` completes and reports every section.
 
 Tiny sizes, no timing assertions (numbers from a smoke run mean nothing); it
-only keeps ``bench/`` from rotting. Needs ``hey`` and ``wrk`` (Debian packages).
+only keeps ``bench/`` from rotting. Needs ``hey``, ``wrk`` and ``chromium`` (Debian
+packages).
 """
 
 from __future__ import annotations
@@ -29,12 +30,13 @@ SECTIONS = [
     "## 9. Discovery: announcing a server to its first request",
     "## 10. TLS termination and certificate rotation",
     "## 11. Fault detection",
+    "## 12. Dashboard and /metrics",
 ]
 
 
 @pytest.mark.skipif(
-    shutil.which("hey") is None or shutil.which("wrk") is None,
-    reason="needs hey and wrk: apt-get install -y hey wrk",
+    shutil.which("hey") is None or shutil.which("wrk") is None or shutil.which("chromium") is None,
+    reason="needs hey, wrk and chromium: apt-get install -y hey wrk chromium",
 )
 def test_quick_benchmarks_complete_and_report_every_section(tmp_path: Path) -> None:
     """Every benchmark runs at smoke size, prints its section and a ratio, and exits 0."""

@@ -14,19 +14,22 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, Path, Query, Request
+from fastapi import FastAPI, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from prism import __version__, names
-from prism.api.auth import Actor, Auth
+from prism.api.auth import Admin, Auth, Operator, Viewer
 from prism.api.bodies import body_doc, json_body
+from prism.api.dashboard import install_dashboard
 from prism.api.guard import ApiLimits, Guard
+from prism.api.metrics import CONTENT_TYPE_LATEST, Metrics
 from prism.api.openapi import MUTATION, READ, answers, build
 from prism.api.problems import install_handlers
 from prism.api.ratelimit import RateLimit, RateLimiter
 from prism.core.model import HOSTPORT_PATTERN, DurationMs, Spec, json_pattern
 from prism.core.pem import PEM_LIMIT
 from prism.core.tls import Tls
+from prism.core.tokens import TOKEN_NAME, Role
 from prism.release.plan import ReleasePlan
 from prism.services import Services
 from prism.services.releases import Steer
@@ -49,6 +52,9 @@ PinKey = Annotated[
         pattern=PIN_KEY,
         examples=["acme"],
     ),
+]
+TokenName = Annotated[
+    str, Path(description="token name", pattern=json_pattern(TOKEN_NAME), examples=["ci"])
 ]
 Limit = Annotated[int, Query(ge=1, le=10_000, description="at most this many records")]
 
@@ -146,6 +152,13 @@ class CertRequest(_Body):
     reason: Reason = None
 
 
+class TokenRequest(_Body):
+    name: str = Field(
+        pattern=json_pattern(TOKEN_NAME), description="the token's name: the actor it acts as"
+    )
+    role: Role = Field(description="viewer: read; operator: steer traffic; admin: everything")
+
+
 class ApplyRequest(_Body):
     spec: Spec
     reason: Reason = None
@@ -162,6 +175,7 @@ BODIES: tuple[type[BaseModel], ...] = (
     ServerRequest,
     RegistrationRequest,
     CertRequest,
+    TokenRequest,
 )
 
 _SHOP = {
@@ -215,10 +229,22 @@ def create_app(
     )
     app.state.services = services
     limiter = None if rate is None else RateLimiter(rate, time.monotonic)
-    auth = Auth(token, limiter)
+    auth = Auth(token, services.tokens, limiter)
     app.state.auth = auth
+    metrics = Metrics()
+    app.state.metrics = metrics
     install_handlers(app)
-    app.add_middleware(Guard, limits=limits or ApiLimits(), secrets=auth.secrets)
+    app.add_middleware(
+        Guard, limits=limits or ApiLimits(), secrets=auth.secrets, observe=metrics.observe
+    )
+
+    install_dashboard(app, services, auth)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics(request: Request) -> Response:
+        """Prism's own metrics, in Prometheus's text format (see :mod:`.metrics`)."""
+        snapshot = await _services(request).telemetry.snapshot()
+        return Response(metrics.expose(snapshot), media_type=CONTENT_TYPE_LATEST)
 
     v1 = "/api/v1"
 
@@ -249,7 +275,7 @@ def create_app(
         responses=answers(*MUTATION),
         openapi_extra=body_doc(ApplyRequest, {"shop": {"spec": {"apps": [_SHOP]}}}),
     )
-    async def put_config(request: Request, who: Actor) -> dict[str, Any]:
+    async def put_config(request: Request, who: Admin) -> dict[str, Any]:
         """Replace the whole spec: validated, checked with `haproxy -c`, persisted, applied.
 
         Limits: 2,000 apps, 256 listeners, 32 colors an app, 1,000 servers a color,
@@ -266,7 +292,7 @@ def create_app(
     async def release(
         request: Request,
         app: AppName,
-        who: Actor,
+        who: Operator,
     ) -> dict[str, Any]:
         """Blue/green: gate on the target color, switch all traffic, read back, drain.
 
@@ -292,7 +318,7 @@ def create_app(
     async def rollback(
         request: Request,
         app: AppName,
-        who: Actor,
+        who: Operator,
     ) -> dict[str, Any]:
         """Return to the weights before the last change, through the same gates."""
         body = await json_body(request, RollbackRequest)
@@ -320,7 +346,7 @@ def create_app(
     async def start_release(
         request: Request,
         app: AppName,
-        who: Actor,
+        who: Operator,
     ) -> dict[str, Any]:
         """Start a progressive release: weight steps, pauses, analysis, webhooks.
 
@@ -347,7 +373,7 @@ def create_app(
         return await _services(request).releases.history(app, limit)
 
     def steer(action: Steer, summary: str) -> None:
-        async def steer_release(request: Request, app: AppName, who: Actor) -> dict[str, Any]:
+        async def steer_release(request: Request, app: AppName, who: Operator) -> dict[str, Any]:
             body = await json_body(request, SteerRequest)
             record = await _services(request).releases.steer(
                 app, action, color=body.color, full=body.full, actor=who, reason=body.reason
@@ -378,7 +404,7 @@ def create_app(
     async def put_weights(
         request: Request,
         app: AppName,
-        who: Actor,
+        who: Operator,
     ) -> dict[str, Any]:
         """Split traffic over any number of colors, in one atomic map change (no reload).
 
@@ -403,7 +429,7 @@ def create_app(
         request: Request,
         app: AppName,
         key: PinKey,
-        who: Actor,
+        who: Operator,
     ) -> dict[str, Any]:
         """Pin a key (tenant, user, network) to a color; pins win over weights.
 
@@ -421,7 +447,7 @@ def create_app(
         request: Request,
         app: AppName,
         key: PinKey,
-        who: Actor,
+        who: Operator,
         rule: Annotated[str | None, Query(pattern=NAME, description="default: the first")] = None,
     ) -> dict[str, Any]:
         """Unpin a key; it returns to weighted routing."""
@@ -437,7 +463,7 @@ def create_app(
         request: Request,
         app: AppName,
         color: ColorName,
-        who: Actor,
+        who: Operator,
     ) -> dict[str, Any]:
         """Add a server without reload; it takes traffic only after its checks pass."""
         body = await json_body(request, ServerRequest)
@@ -451,7 +477,7 @@ def create_app(
         responses=answers(*MUTATION),
     )
     async def delete_server(
-        request: Request, app: AppName, color: ColorName, server: ServerName, who: Actor
+        request: Request, app: AppName, color: ColorName, server: ServerName, who: Operator
     ) -> dict[str, Any]:
         """Drain a server until its in-use connections are 0, then remove it, without reload."""
         return await _services(request).servers.remove(app, color, server, actor=who, reason=None)
@@ -465,7 +491,7 @@ def create_app(
         ),
     )
     async def put_registration(
-        request: Request, app: AppName, color: ColorName, name: ServerName, who: Actor
+        request: Request, app: AppName, color: ColorName, name: ServerName, who: Operator
     ) -> dict[str, Any]:
         """Register (or renew: the same PUT again) a server into a color for ``ttl``.
 
@@ -482,7 +508,7 @@ def create_app(
         responses=answers(*MUTATION),
     )
     async def delete_registration(
-        request: Request, app: AppName, color: ColorName, name: ServerName, who: Actor
+        request: Request, app: AppName, color: ColorName, name: ServerName, who: Operator
     ) -> dict[str, Any]:
         """Deregister a server now: it is drained and removed, without reload."""
         return await _services(request).registrations.deregister(app, color, name, actor=who)
@@ -499,7 +525,7 @@ def create_app(
         return await _services(request).status.nodes()
 
     @app.delete(f"{v1}/nodes/{{node}}", tags=["nodes"], responses=answers(*MUTATION))
-    async def forget_node(request: Request, node: NodeName, who: Actor) -> dict[str, Any]:
+    async def forget_node(request: Request, node: NodeName, who: Admin) -> dict[str, Any]:
         """Forget a lost node: releases stop waiting for it (it rejoins by starting again)."""
         return await _services(request).status.forget(node, actor=who)
 
@@ -541,7 +567,7 @@ def create_app(
             },
         ),
     )
-    async def put_certificate(request: Request, name: OwnerName, who: Actor) -> dict[str, Any]:
+    async def put_certificate(request: Request, name: OwnerName, who: Admin) -> dict[str, Any]:
         """Replace a TLS certificate of an app or shared listener without a reload.
 
         The bundle is checked first (key matches, chain in order, valid now, nothing
@@ -563,5 +589,33 @@ def create_app(
     async def history(request: Request, limit: Limit = 50) -> list[dict[str, Any]]:
         """The whole audit log, newest first."""
         return await _services(request).status.history(None, limit)
+
+    @app.get(f"{v1}/whoami", tags=["tokens"], responses=answers(*READ, 401))
+    async def whoami(caller: Viewer) -> dict[str, Any]:
+        """The name and role of the token presented."""
+        return {"name": caller.name, "role": caller.role}
+
+    @app.get(f"{v1}/tokens", tags=["tokens"], responses=answers(*READ, 401, 403, 429))
+    async def list_tokens(request: Request, who: Admin) -> list[dict[str, Any]]:
+        """Every named token: name, role, when and by whom it was made (never a secret)."""
+        del who
+        return await _services(request).tokens.list()
+
+    @app.post(
+        f"{v1}/tokens",
+        tags=["tokens"],
+        responses=answers(*MUTATION),
+        openapi_extra=body_doc(TokenRequest, {"ci": {"name": "ci", "role": "operator"}}),
+    )
+    async def create_token(request: Request, who: Admin) -> dict[str, Any]:
+        """Make a named token; the answer's ``secret`` is shown this once and never stored
+        (only its SHA-256 is)."""
+        body = await json_body(request, TokenRequest)
+        return await _services(request).tokens.create(body.name, body.role, actor=who)
+
+    @app.delete(f"{v1}/tokens/{{name}}", tags=["tokens"], responses=answers(*MUTATION))
+    async def revoke_token(request: Request, name: TokenName, who: Admin) -> dict[str, Any]:
+        """Revoke a named token: every control plane refuses it from its next request (401)."""
+        return await _services(request).tokens.revoke(name, actor=who)
 
     return app

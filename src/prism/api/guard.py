@@ -19,7 +19,8 @@ In order, for each request:
 5. every answer gets ``X-Request-Id``, and ``Strict-Transport-Security`` when
    the API is served over TLS;
 6. one **access log** line per request (``prism.api.access``): method, path
-   (never the query string), status, duration and request id.
+   (never the query string), status, duration and request id; and, for
+   ``/metrics``, its duration by method, route template and status.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from prism import context
+from prism.api.auth import NAMED_SECRET
 from prism.api.problems import internal_error, problem
 from prism.errors import (
     HeadersTooLarge,
@@ -53,6 +55,7 @@ MIB = 1024 * 1024
 access_log = logging.getLogger("prism.api.access")
 log = logging.getLogger(__name__)
 
+_NAMED_SECRET_BYTES = re.compile(NAMED_SECRET.pattern.encode(), re.ASCII)
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}", re.ASCII)
 # query parameters that look like someone put a credential in the URL
 _CREDENTIAL_PARAMS = frozenset(
@@ -92,11 +95,17 @@ class Guard:
     """ASGI middleware applying :class:`ApiLimits` and request ids; see the module doc."""
 
     def __init__(
-        self, app: ASGIApp, limits: ApiLimits, secrets: Callable[[], Iterable[str]]
+        self,
+        app: ASGIApp,
+        limits: ApiLimits,
+        secrets: Callable[[], Iterable[str]],
+        observe: Callable[[str, str, int, float], None] | None = None,
     ) -> None:
         self.app = app
         self.limits = limits
         self.secrets = secrets
+        #: called with (method, route template, status, seconds) after every request
+        self.observe = observe
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -135,7 +144,12 @@ class Guard:
                         raise  # the answer had begun: all that is left is to drop it
                     await problem(internal_error(), request_id=rid)(scope, receive, answer)
         finally:
-            self._log(scope, status, time.perf_counter() - started, rid)
+            elapsed = time.perf_counter() - started
+            self._log(scope, status, elapsed, rid)
+            if self.observe is not None:
+                # the route's template, never the path: a label per pin key would not end
+                route = getattr(scope.get("route"), "path", "unmatched")
+                self.observe(scope["method"], route, status, elapsed)
             context.request_id.reset(token)
 
     def _check_head(self, scope: Scope) -> None:
@@ -151,7 +165,11 @@ class Guard:
         query = scope.get("query_string", b"").decode("latin-1")
         names = {k.lower() for k, _ in parse_qsl(query, keep_blank_values=True)}
         url = unquote(scope["path"]) + "?" + unquote(query)
-        if names & _CREDENTIAL_PARAMS or any(s and s in url for s in self.secrets()):
+        if (
+            names & _CREDENTIAL_PARAMS
+            or any(s and s in url for s in self.secrets())
+            or NAMED_SECRET.search(url)
+        ):
             raise _Refused(
                 InvalidInput(
                     "credentials are never accepted in a URL",
@@ -163,16 +181,15 @@ class Guard:
         self._check_no_secret(others, "a header other than Authorization")
 
     def _check_no_secret(self, data: bytes, where: str) -> None:
-        for secret in self.secrets():
-            if secret and secret.encode() in data:
-                raise _Refused(
-                    InvalidInput(
-                        "the API token is only accepted in the Authorization header,"
-                        f" not in {where}",
-                        hint="nothing was changed; what a request carries elsewhere may end up"
-                        " in logs and the audit log",
-                    )
+        held = [s.encode() for s in self.secrets() if s]
+        if any(s in data for s in held) or _NAMED_SECRET_BYTES.search(data):
+            raise _Refused(
+                InvalidInput(
+                    f"the API token is only accepted in the Authorization header, not in {where}",
+                    hint="nothing was changed; what a request carries elsewhere may end up"
+                    " in logs and the audit log",
                 )
+            )
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         limit = self.limits.body_limit(scope["method"], scope["path"])
@@ -209,6 +226,8 @@ class Guard:
         for secret in self.secrets():
             if secret and secret in unquote(path):
                 path = "[a path holding a credential]"
+        if NAMED_SECRET.search(unquote(path)):
+            path = "[a path holding a credential]"
         method = scope["method"]
         ms = round(seconds * 1000, 1)
         level = logging.WARNING if status >= 500 else logging.INFO

@@ -125,6 +125,13 @@ def _store(kwargs: dict[str, Any]) -> Any:
     type=click.FloatRange(0.5, 600),
     help="fleet: seconds every node gets to apply a change before it is reverted",
 )
+@click.option(
+    "--sample-interval",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(0.2, 300),
+    help="seconds between samples of HAProxy's counters (the dashboard's charts)",
+)
 @store_options
 @pass_ctx
 @handles_errors
@@ -158,6 +165,7 @@ def serve(ctx: Ctx, /, **kwargs: Any) -> None:
         stop_haproxy_on_exit=kwargs["stop_haproxy"],
         reconcile_interval=kwargs["reconcile_interval"],
         converge_timeout=kwargs["converge_timeout"],
+        sample_interval=kwargs["sample_interval"],
         store=store,
     )
     serving = ServeOptions(

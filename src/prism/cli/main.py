@@ -24,6 +24,7 @@ from prism.cli.output import (
 from prism.cli.registrations import deregister, register, registrations
 from prism.cli.releases import release
 from prism.cli.routing import fmt_weights, pin, pins, server, shift, unpin
+from prism.cli.tokens import token
 
 if TYPE_CHECKING:
     from prism.core.model import Spec
@@ -199,6 +200,7 @@ for command in (
     dns_weights,
     cert,
     certs,
+    token,
     serve,
     agent,
     demo,

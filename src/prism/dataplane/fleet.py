@@ -330,6 +330,26 @@ class FleetDataPlane:
                 )
             return dict(self.live)
 
+    async def reported_servers(self, backends: Sequence[str]) -> list[ServerReading]:
+        """Servers as the live nodes' latest reports (heartbeats) have them: no poll, so
+        metrics and the dashboard's samples never wait for, or delay, a gate's readings."""
+        wanted = set(backends)
+        return [
+            s
+            for _, report in sorted(self.live.items())
+            for s in report.servers
+            if not wanted or s.backend in wanted
+        ]
+
+    async def reported_counters(self, backends: Sequence[str]) -> dict[str, Counters]:
+        """Counters per backend from the live nodes' latest reports (no poll)."""
+        found: dict[str, Counters] = {}
+        for backend in backends:
+            parts = [r.counters[backend] for r in self.live.values() if backend in r.counters]
+            if parts:
+                found[backend] = Counters.total(parts)
+        return found
+
     async def servers(self, backends: Sequence[str]) -> list[ServerReading]:
         reports = await self._fresh()
         wanted = set(backends)

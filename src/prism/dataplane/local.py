@@ -28,6 +28,7 @@ from prism.core.tls import Tls
 from prism.dataplane.base import Converged, PlaneInfo
 from prism.errors import ConfigRejected, Drift, HAProxyError, NotFound
 from prism.haproxy.binary import HAProxyBinary
+from prism.haproxy.parsers import StatRow
 from prism.haproxy.readouts import backend_counters, server_readings
 from prism.haproxy.render import RenderSettings
 from prism.haproxy.runtime import RuntimeClient, UnixSocketTransport
@@ -41,6 +42,9 @@ from prism.node.paths import StatePaths
 __all__ = ["LocalDataPlane", "smoke_request"]
 
 log = logging.getLogger(__name__)
+
+#: above this many backends, counters come from one whole `show stat`
+_FILTERED_READS = 16
 
 
 async def smoke_request(
@@ -175,11 +179,18 @@ class LocalDataPlane:
         return self.balancer.annotate(server_readings(await self.runtime.show_stat(*backends)))
 
     async def counters(self, backends: Sequence[str]) -> dict[str, Counters]:
-        rows = await self.runtime.show_stat(*backends)
+        # A gate reads a few backends, one filtered command each; metrics and the
+        # dashboard's samples read every backend: one whole `show stat` is far cheaper
+        # than thousands of round trips.
+        many = len(backends) > _FILTERED_READS
+        rows = await self.runtime.show_stat() if many else await self.runtime.show_stat(*backends)
+        by_proxy: dict[str, list[StatRow]] = {}
+        for row in rows:
+            by_proxy.setdefault(row.proxy, []).append(row)
         found: dict[str, Counters] = {}
         for backend in backends:
             try:
-                found[backend] = backend_counters(rows, backend)
+                found[backend] = backend_counters(by_proxy.get(backend, ()), backend)
             except Drift:
                 continue  # a color removed meanwhile
         return found

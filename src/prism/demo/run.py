@@ -18,12 +18,13 @@ from typing import Any
 import click
 
 from prism.core.model import Spec, parse_model
-from prism.errors import PrismError
+from prism.errors import NotFound, PrismError
 from prism.node.files import remove, write_atomic
 from prism.node.paths import default_state_dir
 from prism.serve.http import ServeOptions, serve_forever
 from prism.serve.lifespan import Prism, ServiceOptions
 from prism.services.status import StatusService
+from prism.services.tokens import TokenService
 from prism.testing.processes import Backend, free_port, start_backend
 
 __all__ = ["demo_spec", "run_demo"]
@@ -82,7 +83,8 @@ async def run_demo(
         async def ready(prism: Prism, url: str) -> None:
             await prism.services.spec.apply(spec, actor="demo", reason="prism demo")
             await _all_up(prism.services.status)
-            _banner(url, listen_port, admin_port, backends, home)
+            tokens = await _demo_tokens(prism.services.tokens)
+            _banner(url, listen_port, admin_port, backends, home, tokens)
 
         options = ServeOptions(
             service=ServiceOptions(
@@ -104,8 +106,34 @@ async def run_demo(
         click.echo("prism demo: stopped HAProxy, the backends and the API")
 
 
+DEMO_TOKENS = (("demo-viewer", "viewer"), ("demo-operator", "operator"))
+
+
+async def _demo_tokens(tokens: TokenService) -> dict[str, str]:
+    """A fresh viewer and operator token to try the dashboard with (old ones revoked)."""
+    made: dict[str, str] = {}
+    for name, role in DEMO_TOKENS:
+        with contextlib.suppress(NotFound):
+            await tokens.revoke(name, actor="demo")
+        made[role] = (await tokens.create(name, role, actor="demo"))["secret"]
+    return made
+
+
+def _token_lines(url: str, tokens: dict[str, str]) -> list[str]:
+    return [
+        f"  dashboard    {url}/   log in with a token:",
+        f"    viewer     {tokens['viewer']}",
+        f"    operator   {tokens['operator']}",
+    ]
+
+
 def _banner(
-    api: str, listen_port: int, admin_port: int, backends: list[Backend], home: Path
+    api: str,
+    listen_port: int,
+    admin_port: int,
+    backends: list[Backend],
+    home: Path,
+    tokens: dict[str, str],
 ) -> None:
     app_url = f"http://127.0.0.1:{listen_port}/"
     red = next(b.url for b in backends if b.color == "red")
@@ -114,6 +142,7 @@ def _banner(
         "Prism demo is running.",
         f"  app 'shop'   {app_url}   (blue v1.0.0 serves now)",
         f"  Prism API    {api}/api/v1   (OpenAPI: {api}/api/v1/docs)",
+        *_token_lines(api, tokens),
         f"  HAProxy      http://127.0.0.1:{admin_port}/stats  and  /metrics",
         "  backends     " + ", ".join(f"{b.color} 127.0.0.1:{b.port}" for b in backends),
         "",
@@ -166,9 +195,10 @@ async def _run_fleet(home: Path, nodes: int) -> None:
         if reply.status_code != 200:
             raise PrismError(f"the demo spec was refused: {reply.text[:500]}")
         await asyncio.to_thread(_fleet_up, fleet)
+        tokens = await asyncio.to_thread(_fleet_tokens, fleet)
         info = {"url": plane.url, "state_dir": str(plane.state_dir), "pid": plane.process.pid}
         write_atomic(home / "server.json", json.dumps(info) + "\n", mode=0o600)
-        _fleet_banner(fleet, listen_port, backends, home)
+        _fleet_banner(fleet, listen_port, backends, home, tokens)
         await asyncio.Event().wait()  # until Ctrl-C cancels the demo
     finally:
         await asyncio.to_thread(fleet.close)
@@ -190,12 +220,26 @@ def _fleet_up(fleet: Any, timeout: float = 30.0) -> None:
     click.echo("prism demo: not every server is UP on every node yet", err=True)
 
 
-def _fleet_banner(fleet: Any, listen_port: int, backends: list[Backend], home: Path) -> None:
+def _fleet_tokens(fleet: Any) -> dict[str, str]:
+    made: dict[str, str] = {}
+    for name, role in DEMO_TOKENS:
+        fleet.api("DELETE", f"/tokens/{name}")
+        reply = fleet.api("POST", "/tokens", {"name": name, "role": role})
+        if reply.status_code != 200:
+            raise PrismError(f"the demo tokens were refused: {reply.text[:500]}")
+        made[role] = reply.json()["secret"]
+    return made
+
+
+def _fleet_banner(
+    fleet: Any, listen_port: int, backends: list[Backend], home: Path, tokens: dict[str, str]
+) -> None:
     plane = fleet.control[0]
     lines = [
         "",
         f"Prism fleet demo is running: {len(fleet.agents)} HAProxy nodes kept in step by etcd.",
         f"  control plane  {plane.url}/api/v1   (store {fleet.store_url})",
+        *_token_lines(plane.url, tokens),
         *(f"  node {node.name:<6}   http://{node.address}:{listen_port}/" for node in fleet.agents),
         "  backends       " + ", ".join(f"{b.color} 127.0.0.1:{b.port}" for b in backends),
         "",

@@ -108,6 +108,8 @@ class Applier:
         # Map file name -> the rendered text HAProxy was last read back to hold,
         # trusted only while the master with this PID runs (see the module docstring).
         self._held: dict[str, str] = {}
+        #: maps the periodic check found changed behind Prism's back (and restored)
+        self.drift_repairs = 0
         self._held_master: int | None = None
         # What the last preflight that passed was rendered from: a reload of the very
         # same desired state need not render and `haproxy -c` it a second time.
@@ -227,6 +229,7 @@ class Applier:
                 # (an apply that ran meanwhile and verified a newer text is trusted)
                 if changed and self._held.get(name) == text:
                     log.warning("map %s changed behind Prism's back; restoring it", name)
+                    self.drift_repairs += 1
                     del self._held[name]
         # Its state was read before the maps: a change may have been applied since.
         return await self.apply(state, newer_only=True)

@@ -118,6 +118,8 @@ async def serve_forever(
             # A backstop: the API's guard answers 431 from 16 KiB of headers on.
             h11_max_incomplete_event_size=64 * 1024,
             timeout_keep_alive=int(options.keep_alive),
+            # the dashboard's event streams never end by themselves: stopping waits this long
+            timeout_graceful_shutdown=3,
             ssl_certfile=str(options.tls_cert) if options.tls_cert else None,
             ssl_keyfile=str(options.tls_key) if options.tls_key else None,
             server_header=False,

@@ -52,6 +52,8 @@ from prism.services import (
     Services,
     SpecService,
     StatusService,
+    TelemetryService,
+    TokenService,
 )
 from prism.store.desired import load_state
 from prism.store.url import StoreOptions, open_store
@@ -72,6 +74,8 @@ class ServiceOptions:
     store: StoreOptions = field(default_factory=StoreOptions)
     #: how long a fleet change may take to be applied on every node
     converge_timeout: float = 15.0
+    #: seconds between samples of HAProxy's counters (the dashboard's charts)
+    sample_interval: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -154,6 +158,15 @@ async def _running(
         return "leader" if leadership is None or leadership.leading else "follower"
 
     status = StatusService(store, plane, role=role)
+    local = plane if isinstance(plane, LocalDataPlane) else None
+    telemetry = TelemetryService(
+        store,
+        plane,
+        clock,
+        drift_repairs=lambda: local.applier.drift_repairs if local is not None else 0,
+        counters=fleet.reported_counters if fleet is not None else None,
+        servers=fleet.reported_servers if fleet is not None else None,
+    )
     services = Services(
         spec=SpecService(store, changes),
         routing=RoutingService(traffic),
@@ -164,6 +177,8 @@ async def _running(
         registrations=registrations,
         dns=DnsService(store, plane),
         certs=CertService(store, plane),
+        tokens=TokenService(store, clock),
+        telemetry=telemetry,
     )
     try:
         if isinstance(plane, LocalDataPlane):
@@ -181,6 +196,7 @@ async def _running(
         elif isinstance(plane, FleetDataPlane) and leadership is not None:
             await plane.start()
             background.append(asyncio.create_task(leadership.run()))
+        background.append(asyncio.create_task(telemetry.run(options.sample_interval)))
         yield services
     finally:
         for task in background:

@@ -8,7 +8,9 @@
 * :mod:`.releases` — start and steer releases (the engine drives them);
 * :mod:`.status` — app status, node health, the audit log;
 * :mod:`.certs` — replace a TLS certificate at runtime; what each TLS listener serves;
-* :mod:`.dns` — health-weighted DNS weights per node, and their Route 53 batch.
+* :mod:`.dns` — health-weighted DNS weights per node, and their Route 53 batch;
+* :mod:`.tokens` — named API tokens with roles (digests in the store);
+* :mod:`.telemetry` — snapshots for ``/metrics``, sampled rates for the dashboard.
 
 Every change goes through :class:`prism.dataplane.change.Changes` (persist,
 converge, revert if refused); nothing here knows whether the data plane is
@@ -31,6 +33,8 @@ from prism.services.routing import RoutingService
 from prism.services.servers import ServerService
 from prism.services.spec import SpecService
 from prism.services.status import StatusService
+from prism.services.telemetry import TelemetryService
+from prism.services.tokens import TokenService
 
 __all__ = [
     "CertService",
@@ -43,6 +47,8 @@ __all__ = [
     "Services",
     "SpecService",
     "StatusService",
+    "TelemetryService",
+    "TokenService",
 ]
 
 
@@ -59,3 +65,5 @@ class Services:
     registrations: RegistrationService
     dns: DnsService
     certs: CertService
+    tokens: TokenService
+    telemetry: TelemetryService

@@ -293,3 +293,41 @@ def test_slow_server_weights_and_dns_weights_are_per_node(
             )
         finally:
             fleet.api("PUT", "/config", {"spec": original})
+
+
+def test_metrics_and_named_tokens_in_a_fleet(fleet: LocalFleet, shop_port: int) -> None:
+    """/metrics names every node's applied revision and servers; a named token lives in etcd."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    made = fleet.api("POST", "/tokens", {"name": "fleet-ci", "role": "viewer"})
+    assert made.status_code == 200, made.text
+    plane = fleet.control[0]
+    secret = made.json()["secret"]
+    who = httpx.get(
+        f"{plane.url}/api/v1/whoami", headers={"Authorization": f"Bearer {secret}"}, timeout=10
+    )
+    assert who.json() == {"name": "fleet-ci", "role": "viewer"}
+    nodes = {a.name for a in fleet.agents}
+
+    def scraped() -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+        text = httpx.get(f"{plane.url}/metrics", timeout=10).text
+        found: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                labels = tuple(sorted(sample.labels.items()))
+                found.setdefault(sample.name, {})[labels] = sample.value
+        return found
+
+    samples = wait_for(
+        scraped,
+        until=lambda s: {dict(k)["node"] for k in s.get("prism_server_up", {})} == nodes,
+        timeout=15,
+        what="every node's servers in /metrics",
+    )
+    desired = samples["prism_desired_revision"][()]
+    applied = {dict(k)["node"]: v for k, v in samples["prism_applied_revision"].items()}
+    assert set(applied) == nodes
+    assert all(v == desired for v in applied.values())
+    up = samples["prism_server_up"]
+    assert all(v == 1 for k, v in up.items() if dict(k)["app"] == "shop")
+    assert fleet.api("DELETE", "/tokens/fleet-ci").status_code == 200

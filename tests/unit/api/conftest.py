@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from prism.api import create_app
 from prism.api.guard import ApiLimits
@@ -27,6 +28,8 @@ from prism.services import (
     Services,
     SpecService,
     StatusService,
+    TelemetryService,
+    TokenService,
 )
 from prism.store.sqlite import SqliteStore
 from prism.testing.clock import FakeClock
@@ -42,6 +45,7 @@ class Api:
     client: httpx.AsyncClient
     store: SqliteStore
     plane: FakeDataPlane
+    app: FastAPI
 
     async def change(self, method: str, path: str, body: Any = None, **kw: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {TOKEN}", **kw.pop("headers", {})}
@@ -77,6 +81,8 @@ async def make_api() -> AsyncIterator[Callable[..., Any]]:
             registrations=RegistrationService(store, changes, clock),
             dns=DnsService(store, plane),
             certs=CertService(store, plane),
+            tokens=TokenService(store, clock),
+            telemetry=TelemetryService(store, plane, clock),
         )
         await services.spec.apply(shop(), actor="test", reason=None)
         app = create_app(services, TOKEN, limits=limits, rate=rate)
@@ -84,7 +90,7 @@ async def make_api() -> AsyncIterator[Callable[..., Any]]:
             transport=httpx.ASGITransport(app=app), base_url="http://prism.test/api/v1"
         )
         opened.append((client, store, webhooks))
-        return Api(client, store, plane)
+        return Api(client, store, plane, app)
 
     yield make
     for client, store, webhooks in opened:
