@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import ssl
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -237,3 +238,17 @@ def test_expiry_shows_in_certs_and_status_with_a_warning(site: Site) -> None:
     serving = {s["path"]: s for s in app["tls"]["serving"]}
     assert serving[str(site.other)]["warning"].startswith("expires in")
     assert serving[str(site.shop)]["warning"] is None
+    scraped = httpx.get(
+        f"{site.server.url}/metrics",
+        headers={"Authorization": f"Bearer {site.server.token}"},
+        timeout=30,
+    )
+    assert scraped.status_code == 200, scraped.text
+    expiry = re.search(
+        rf'prism_tls_cert_expiry_timestamp_seconds{{file="{re.escape(str(site.other))}",'
+        r'owner="shop"\} ([0-9.e+]+)',
+        scraped.text,
+    )
+    assert expiry is not None, scraped.text
+    days = (float(expiry.group(1)) - time.time()) / 86_400
+    assert 4.0 < days <= 5.0, days

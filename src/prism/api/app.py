@@ -12,6 +12,7 @@ the problem statuses it can answer (:mod:`.openapi`). Errors map in
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Path, Query, Request, Response
@@ -243,7 +244,10 @@ def create_app(
     @app.get("/metrics", include_in_schema=False)
     async def prometheus_metrics(request: Request) -> Response:
         """Prism's own metrics, in Prometheus's text format (see :mod:`.metrics`)."""
-        snapshot = await _services(request).telemetry.snapshot()
+        services = _services(request)
+        snapshot = replace(
+            await services.telemetry.snapshot(), certificates=await services.certs.expiries()
+        )
         return Response(metrics.expose(snapshot), media_type=CONTENT_TYPE_LATEST)
 
     v1 = "/api/v1"

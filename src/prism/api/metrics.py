@@ -18,6 +18,7 @@ and nothing is kept in between). Names::
     prism_applied_revision{node}                    what each node applied
     prism_node_drift{node}                          1 while a node's read-back disagrees
     prism_drift_repairs_total                       maps found changed behind Prism and restored
+    prism_tls_cert_expiry_timestamp_seconds{owner,file}   when each served certificate lapses
     prism_api_request_duration_seconds{method,route,status}   a histogram
 """
 
@@ -49,6 +50,7 @@ class _SnapshotCollector(Collector):
         yield from _release_metrics(snap)
         yield from _traffic_metrics(snap)
         yield from _node_metrics(snap)
+        yield from _cert_metrics(snap)
 
 
 def _state_metrics(snap: Snapshot) -> Iterator[Metric]:
@@ -169,6 +171,17 @@ def _node_metrics(snap: Snapshot) -> Iterator[Metric]:
     )
     repairs.add_metric([], snap.drift_repairs)
     yield repairs
+
+
+def _cert_metrics(snap: Snapshot) -> Iterator[Metric]:
+    expiry = GaugeMetricFamily(
+        "prism_tls_cert_expiry_timestamp_seconds",
+        "When the certificate HAProxy serves from the file lapses (Unix time)",
+        labels=["owner", "file"],
+    )
+    for owner, file, at in snap.certificates:
+        expiry.add_metric([owner, file], at)
+    yield expiry
 
 
 class Metrics:

@@ -11,6 +11,7 @@ which certificate (subject, serial, dates; never the key).
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -19,11 +20,13 @@ from prism.core.model import Spec
 from prism.core.pem import CertInfo, check_pem
 from prism.core.tls import Tls, cert_file_allowed
 from prism.dataplane.base import DataPlane
-from prism.errors import InvalidInput, NotFound
+from prism.errors import InvalidInput, NotFound, PrismError
 from prism.store.desired import load_state
 from prism.types import AuditDraft, Store
 
 __all__ = ["WARN_DAYS", "CertService", "tls_owner"]
+
+log = logging.getLogger(__name__)
 
 #: status warns about a certificate this many days before it expires
 WARN_DAYS = 30
@@ -150,3 +153,21 @@ class CertService:
                 }
             )
         return rows
+
+    async def expiries(self) -> tuple[tuple[str, str, float], ...]:
+        """(owner, file, notAfter as a Unix time) of every certificate HAProxy serves;
+        none when HAProxy cannot be read (metrics must not fail for it)."""
+        try:
+            rows = await self.list()
+        except PrismError as exc:
+            log.warning("metrics: cannot read the served certificates: %s", exc)
+            return ()
+        out = []
+        for row in rows:
+            for served in row["serving"]:
+                try:
+                    at = datetime.fromisoformat(str(served["not_after"])).timestamp()
+                except ValueError:
+                    continue
+                out.append((str(row["name"]), str(served["path"]), at))
+        return tuple(out)

@@ -58,6 +58,8 @@ class Snapshot:
     servers: list[ServerReading]
     nodes: list[dict[str, Any]]
     drift_repairs: int = 0
+    #: (owner, file, notAfter as a Unix time) of each certificate served
+    certificates: tuple[tuple[str, str, float], ...] = ()
 
 
 @dataclass
