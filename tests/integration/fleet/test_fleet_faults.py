@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,7 +35,12 @@ def running_fleet(
     tmp_path: Path, servers: dict[str, Backend], **options: Any
 ) -> Iterator[tuple[LocalFleet, int]]:
     port = free_port()
-    with LocalFleet(tmp_path / "fleet", **options) as fleet:
+    # A short base: HAProxy's stats socket path must stay under 97 characters, and a
+    # test's own tmp_path (deeper still under a parallel worker) can be longer.
+    with (
+        tempfile.TemporaryDirectory(prefix="prism-fleet-") as base,
+        LocalFleet(Path(base), **options) as fleet,
+    ):
         reply = fleet.api("PUT", "/config", {"spec": fleet_spec(port, servers)})
         assert reply.status_code == 200, reply.text
         wait_fleet_up(fleet, list(servers))
