@@ -50,6 +50,7 @@ async def run_agent(options: NodeOptions) -> None:
     if options.listen_address is not None and ADDRESS.fullmatch(options.listen_address) is None:
         raise InvalidInput(f"invalid --listen-address {options.listen_address[:80]!r}")
     paths = StatePaths.at(options.state_dir)
+    paths.check_socket_paths()
     paths.root.mkdir(parents=True, exist_ok=True, mode=0o700)
     binary = find_haproxy(options.haproxy)
     settings = node_settings(paths, options.admin_port, listen_address=options.listen_address)

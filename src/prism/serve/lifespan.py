@@ -33,7 +33,7 @@ from prism.dataplane.base import DataPlane
 from prism.dataplane.change import Changes
 from prism.dataplane.fleet import FleetDataPlane
 from prism.dataplane.local import LocalDataPlane
-from prism.errors import InvalidInput, PrismError
+from prism.errors import PrismError
 from prism.haproxy.binary import find_haproxy
 from prism.node.paths import StatePaths
 from prism.node.settings import node_settings
@@ -96,11 +96,7 @@ class Prism:
         """Open the store and the data plane, converge, serve; release everything on exit."""
         paths = StatePaths.at(options.state_dir)
         paths.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if len(str(paths.admin_socket)) > 100:
-            raise InvalidInput(
-                f"state directory {str(paths.root)!r} is too long for unix sockets",
-                hint="use a path under ~80 characters",
-            )
+        paths.check_socket_paths()
         binary = find_haproxy(options.haproxy)
         store = await open_store(options.store, paths.database)
         try:
