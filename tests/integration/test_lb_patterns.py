@@ -373,8 +373,9 @@ def test_server_added_under_load_ramps_up_over_slowstart(
     port = free_port()
     apply(server, blue_spec(port, trio[:2], slowstart_ms="5s"))
     wait_until_up(server, "shop", ["blue"])
+    # Long enough to outlast the seven one-second samples on a busy machine too.
     load = run_load_in_thread(
-        "127.0.0.1", port, duration=9, concurrency=16, keepalive=True, max_seconds=60
+        "127.0.0.1", port, duration=14, concurrency=16, keepalive=True, max_seconds=60
     )
     wait_for_traffic(server, "shop.blue", at_least=200)
     added = server.api(
