@@ -303,7 +303,51 @@ function renderNodes(rows) {
   document.getElementById("nodes-section").hidden = false;
 }
 
+// A render works through the apps in slices of a few milliseconds and gives the
+// browser back in between, so the first apps show at once however many there are;
+// a newer state (or a logout) ends the pass of an older one.
+const SLICE_MS = 12;
+let generation = 0;
+
+// Charts are drawn only for apps on (or near) the screen; one scrolled into view
+// draws the samples it was last given.
+const onScreen = typeof IntersectionObserver === "function" ? new IntersectionObserver((entries) => {
+  for (const entry of entries) {
+    const view = entry.target.prismView;
+    if (!view) continue;
+    view.visible = entry.isIntersecting;
+    if (view.visible && view.stale) { const [series, colors] = view.stale; view.stale = null; drawCharts(view, series, colors); }
+  }
+}, { rootMargin: "600px 0px" }) : null;
+
+function drawCharts(view, series, colors) {
+  drawChart(view.graphs.rps, series, 1, colors);
+  drawChart(view.graphs.err, series, 2, colors);
+  drawChart(view.graphs.ms, series, 3, colors);
+}
+
+function renderApp(view, app, series, skew) {
+  // Only apps whose status moved are drawn again (a release's time left is recounted
+  // on every state, so an app with a running release always is).
+  const sig = JSON.stringify(app);
+  if (sig !== view.sig || (app.release && ACTIVE.includes(app.release.phase))) {
+    view.sig = sig;
+    view.summary.textContent = `active ${app.active} · ${app.bind || app.listener || ""}` +
+      ` · desired r${app.desired_revision} applied r${app.applied_revision}`;
+    renderColors(view, app);
+    renderPins(view, app);
+    renderRelease(view, app, skew);
+  }
+  const colors = app.colors.map((c) => c.name);
+  const seriesSig = JSON.stringify([colors, series]);
+  if (seriesSig === view.seriesSig) return;
+  view.seriesSig = seriesSig;
+  if (view.visible === false) view.stale = [series, colors];
+  else { view.stale = null; drawCharts(view, series, colors); }
+}
+
 function render(state) {
+  const mine = ++generation;
   last = state;
   me = state.me;
   document.getElementById("me").textContent = `${me.name} (${me.role})`;
@@ -312,38 +356,49 @@ function render(state) {
   const skew = Date.now() / 1000 - state.at;
   const container = document.getElementById("apps");
   const names = new Set(state.apps.map((a) => a.name));
-  for (const [name, view] of views) if (!names.has(name)) { view.root.remove(); views.delete(name); }
-  for (const app of state.apps) {
-    let view = views.get(app.name);
-    if (!view) { view = buildApp(app); views.set(app.name, view); container.append(view.root); }
-    const series = state.series[app.name] || {};
-    // Only apps whose status or samples moved are drawn again (a release's time left
-    // is recounted on every state, so an app with a running release always is).
-    const sig = JSON.stringify([app, series]);
-    if (sig === view.sig && !(app.release && ACTIVE.includes(app.release.phase))) continue;
-    view.sig = sig;
-    view.summary.textContent = `active ${app.active} · ${app.bind || app.listener || ""}` +
-      ` · desired r${app.desired_revision} applied r${app.applied_revision}`;
-    renderColors(view, app);
-    renderPins(view, app);
-    renderRelease(view, app, skew);
-    const colors = app.colors.map((c) => c.name);
-    drawChart(view.graphs.rps, series, 1, colors);
-    drawChart(view.graphs.err, series, 2, colors);
-    drawChart(view.graphs.ms, series, 3, colors);
+  for (const [name, view] of views) {
+    if (!names.has(name)) { if (onScreen) onScreen.unobserve(view.root); view.root.remove(); views.delete(name); }
   }
   renderNodes(state.nodes);
   renderHistory(state.history);
+  let i = 0;
+  const slice = () => {
+    if (mine !== generation) return;
+    const until = performance.now() + SLICE_MS;
+    const added = [];
+    for (; i < state.apps.length && (performance.now() < until || i === 0); i++) {
+      const app = state.apps[i];
+      let view = views.get(app.name);
+      if (!view) {
+        view = buildApp(app);
+        views.set(app.name, view);
+        view.root.prismView = view;
+        added.push(view.root);
+      }
+      renderApp(view, app, state.series[app.name] || {}, skew);
+    }
+    if (added.length) {
+      container.append(...added);
+      if (onScreen) for (const node of added) onScreen.observe(node);
+    }
+    if (i < state.apps.length) window.setTimeout(slice, 0);
+  };
+  slice();
 }
 
 function connect() {
   if (stream) stream.close();
   stream = new EventSource("/api/v1/events");
   const live = document.getElementById("live");
+  // States may come faster than a big fleet renders: only the newest is parsed and drawn.
+  let pending = null;
   stream.addEventListener("state", (event) => {
     live.textContent = "live";
     live.className = "live on";
-    render(JSON.parse(event.data));
+    if (pending === null) {
+      window.setTimeout(() => { const data = pending; pending = null; render(JSON.parse(data)); }, 0);
+    }
+    pending = event.data;
   });
   stream.addEventListener("error", () => {
     live.textContent = "offline";
@@ -384,7 +439,8 @@ document.addEventListener("DOMContentLoaded", () => {
   document.getElementById("logout").addEventListener("click", async () => {
     if (stream) stream.close();
     await fetch("/api/v1/session", { method: "DELETE", credentials: "same-origin" });
-    for (const view of views.values()) view.root.remove();
+    generation++;
+    for (const view of views.values()) { if (onScreen) onScreen.unobserve(view.root); view.root.remove(); }
     views.clear();
     me = null;
     document.getElementById("me").textContent = "";
