@@ -162,6 +162,19 @@ class _Supervisor:
     restarts = 0
 
 
+class _Balancer:
+    """No HAProxy, so no server to weigh: the agent's balancer has nothing to do."""
+
+    node = ""
+    audit: Any = None
+
+    async def run(self, state: Any) -> None:
+        await asyncio.Event().wait()  # until the agent cancels it
+
+    def annotate(self, readings: Any) -> Any:
+        return readings
+
+
 class _Settings:
     maxconn = 9_000
     admin_port = 0
@@ -183,6 +196,7 @@ class LightPlane:
         self.applier = _Applier()
         self.runtime = _Runtime(self.applier)
         self.supervisor = _Supervisor()
+        self.balancer = _Balancer()
         self.settings = _Settings()
         self.paths = _Paths(root)
         self.version = version
