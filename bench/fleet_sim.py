@@ -426,57 +426,11 @@ async def _watch(host: str, port: int, key: str, out: TextIO, *, prefix: bool = 
 
 
 async def _probe(host: str, port: int, conns: int, max_seconds: float) -> list[str]:
-    """:func:`bench.probe.probe`, against ``host`` instead of 127.0.0.1: the lines to write."""
-    from bench.common import _exchange, request_bytes
+    """:func:`bench.probe.probe` against ``host``: the lines to write, summary included."""
+    from bench.probe import probe
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    lines: list[str] = []
-    last: list[str | None] = [None]
-    counts = [0, 0]
-    started = time.monotonic()
-    deadline = started + max_seconds
-    request = request_bytes(port)
-
-    async def worker() -> None:
-        while not stop.is_set() and time.monotonic() < deadline:
-            try:
-                reader, writer = await asyncio.open_connection(host, port)
-            except OSError:
-                counts[1] += 1
-                await asyncio.sleep(0.001)
-                continue
-            try:
-                while not stop.is_set() and time.monotonic() < deadline:
-                    async with asyncio.timeout(5):
-                        status, color = await _exchange(reader, writer, request)
-                    end = time.monotonic()
-                    counts[0] += 1
-                    if status != 200:
-                        counts[1] += 1
-                        color = f"status-{status}"
-                    if color != last[0]:
-                        if last[0] is None:
-                            print("ready", flush=True)
-                        last[0] = color
-                        lines.append(f"T {end:.6f} {color}")
-            except (OSError, EOFError, ValueError, asyncio.IncompleteReadError, TimeoutError):
-                counts[1] += 1
-            finally:
-                writer.close()
-                with contextlib.suppress(OSError):
-                    await writer.wait_closed()
-
-    tasks = [asyncio.create_task(worker()) for _ in range(conns)]
-    stopper = asyncio.create_task(stop.wait())
-    await asyncio.wait([stopper, *tasks], timeout=max_seconds + 5, return_when="FIRST_COMPLETED")
-    stop.set()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    stopper.cancel()
-    lines.append(f"S {counts[0]} {counts[1]} {started:.6f} {time.monotonic():.6f}")
-    return lines
+    lines, total, errors, started = await probe(port, conns, max_seconds, host=host)
+    return [*lines, f"S {total} {errors} {started:.6f} {time.monotonic():.6f}"]
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -28,7 +28,11 @@ from bench.common import _exchange, request_bytes
 from prism.testing.processes import ManagedProcess
 
 
-async def probe(port: int, conns: int, max_seconds: float) -> tuple[list[str], int, int, float]:
+async def probe(
+    port: int, conns: int, max_seconds: float, *, host: str = "127.0.0.1"
+) -> tuple[list[str], int, int, float]:
+    """Busy ``conns`` connections to host:port; the color-change lines, requests, errors
+    and start time (the ``S`` line is the caller's, written when it stops)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -43,7 +47,7 @@ async def probe(port: int, conns: int, max_seconds: float) -> tuple[list[str], i
     async def worker() -> None:
         while not stop.is_set() and time.monotonic() < deadline:
             try:
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                reader, writer = await asyncio.open_connection(host, port)
             except OSError:
                 counts[1] += 1
                 await asyncio.sleep(0.001)
