@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from prism.cli.common import Ctx, handles_errors, json_option, pass_ctx, path, run
+from prism.cli.common import Ctx, handles_errors, json_option, pass_ctx, path
 from prism.cli.output import echo_json
 from prism.errors import InvalidInput
 
@@ -51,7 +51,7 @@ def format_certs(rows: list[dict[str, Any]]) -> str:
 def certs(ctx: Ctx, as_json: bool) -> None:
     """List every TLS listener and app with the certificates HAProxy serves and when
     they expire (a warning 30 days ahead)."""
-    answer = run(ctx.call("GET", "/certificates"))
+    answer = ctx.call("GET", "/certificates")
     echo_json(answer) if as_json else click.echo(format_certs(answer))
 
 
@@ -91,7 +91,7 @@ def set_cert(
         body["file"] = target
     if reason is not None:
         body["reason"] = reason
-    answer = run(ctx.call("PUT", f"/certificates/{path(name)}", body))
+    answer = ctx.call("PUT", f"/certificates/{path(name)}", body)
     if as_json:
         echo_json(answer)
         return

@@ -1,5 +1,10 @@
 """The CLI's view of a Prism server: where it is, its token, and its API.
 
+The client speaks HTTP/1.1 over a plain socket (TLS-wrapped for ``https``),
+one connection per request: the CLI makes one or two calls and exits, so the
+standard library's few modules start in a few milliseconds where an HTTP
+library and an event loop cost a tenth of a second.
+
 Problem responses are turned back into the :class:`PrismError` subclass their
 ``type`` URI names, so a CLI command exits with the same code the server's
 error carries. HTTPS certificates are verified: against ``--cacert`` /
@@ -10,9 +15,12 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
+from urllib.parse import urlsplit
 
 from prism import errors
 from prism.errors import InvalidInput, PrismError, Unavailable
@@ -22,14 +30,19 @@ from prism.node.paths import default_state_dir
 if TYPE_CHECKING:
     import ssl
 
-    import httpx
-
-__all__ = ["ApiClient", "Target", "locate"]
+__all__ = ["ApiClient", "Exchange", "ReplyError", "Target", "locate", "read_reply"]
 
 DEFAULT_URL = "http://127.0.0.1:7070"
 
+#: Sends one request's bytes and returns the stream its reply is read from.
+Exchange = Callable[[bytes], BinaryIO]
+
 # Every error class of the tree, by the type URI the API's problem answers carry.
 _BY_TYPE: dict[str, type[PrismError]] = {cls.type_uri: cls for cls in errors.error_classes()}
+
+#: longest status or header line accepted, and most header lines
+_LINE_LIMIT = 64 * 1024
+_HEADER_LIMIT = 100
 
 
 @dataclass(frozen=True)
@@ -68,7 +81,7 @@ def locate(
 
 def _verify(cacert: Path | None) -> ssl.SSLContext:
     """Certificates are always verified: against ``cacert`` when given."""
-    import ssl  # only https needs it; see ApiClient on start-up time
+    import ssl  # only https needs it, and it costs start-up time
 
     if cacert is None:
         return ssl.create_default_context()
@@ -81,75 +94,165 @@ def _verify(cacert: Path | None) -> ssl.SSLContext:
         ) from exc
 
 
-def _untrusted(exc: BaseException) -> ssl.SSLCertVerificationError | None:
-    import ssl  # loaded by httpx already, whenever a request has failed
-
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, ssl.SSLCertVerificationError):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
+class ReplyError(Exception):
+    """The server's answer is not HTTP/1.1 this client can read."""
 
 
 class ApiClient:
-    """Async client of ``/api/v1``."""
+    """Client of ``/api/v1``: :meth:`request` sends JSON and returns the JSON answer."""
 
-    def __init__(self, target: Target, *, timeout: float = 120.0) -> None:
-        # Imported here, not at the top: httpx (and what it pulls in) is most of
-        # the CLI's start-up time, and `prism --help` or a refused argument never
-        # needs it.
-        import httpx
-
-        self._httpx = httpx
+    def __init__(
+        self, target: Target, *, timeout: float = 120.0, exchange: Exchange | None = None
+    ) -> None:
+        parts = urlsplit(target.url)
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+            parts = parts._replace(netloc="")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise InvalidInput(
+                f"invalid Prism URL {target.url[:200]!r}",
+                hint="--url / PRISM_URL takes http://HOST:PORT or https://HOST:PORT",
+            )
         self.target = target
-        headers = {"X-Prism-Actor": _actor()}
+        self._timeout = timeout
+        self._host = parts.hostname
+        self._port = port or (443 if parts.scheme == "https" else 80)
+        self._authority = parts.netloc.rpartition("@")[2]
+        self._base = parts.path.rstrip("/") + "/api/v1"
+        self._tls = _verify(target.cacert) if parts.scheme == "https" else None
+        self._exchange = exchange or self._over_socket
+        self._headers = {"X-Prism-Actor": _actor(), "Accept": "application/json"}
         if target.token:
-            headers["Authorization"] = f"Bearer {target.token}"
-        self._client = httpx.AsyncClient(
-            base_url=f"{target.url}/api/v1",
-            headers=headers,
-            timeout=timeout,
-            trust_env=False,
-            # Plain http has no certificate to verify, so it needs no trust store
-            # (verify=True would load the CA bundle: tens of ms of start-up time).
-            verify=_verify(target.cacert) if target.url.startswith("https:") else False,
-        )
+            self._headers["Authorization"] = f"Bearer {target.token}"
 
-    async def __aenter__(self) -> ApiClient:
+    def __enter__(self) -> ApiClient:
         return self
 
-    async def __aexit__(self, *_: object) -> None:
-        await self._client.aclose()
+    def __exit__(self, *_: object) -> None:
+        return None
 
-    async def request(self, method: str, path: str, body: Any = None) -> Any:
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        payload = b"" if body is None else json.dumps(body).encode()
+        head = [f"{method} {self._base}{path} HTTP/1.1", f"Host: {self._authority}"]
+        head += [f"{name}: {value}" for name, value in self._headers.items()]
+        if body is not None:
+            head.append("Content-Type: application/json")
+        head += [f"Content-Length: {len(payload)}", "Connection: close", "", ""]
+        request = "\r\n".join(head).encode("latin-1") + payload
         try:
-            reply = await self._client.request(method, path, json=body)
-        except self._httpx.HTTPError as exc:
-            untrusted = _untrusted(exc)
-            if untrusted is not None:
-                raise Unavailable(
-                    f"cannot reach Prism at {self.target.url}: its TLS certificate is not"
-                    f" trusted ({untrusted.verify_message})",
-                    hint="pass the CA that signed it with --cacert FILE or PRISM_CACERT",
-                ) from exc
+            with self._exchange(request) as stream:
+                status, data = read_reply(stream)
+        except (OSError, ReplyError) as exc:
+            raise self._unreachable(exc) from exc
+        if not 200 <= status < 300:
+            raise _error_from(status, data)
+        if not data.strip():
+            return None
+        try:
+            return json.loads(data)
+        except ValueError:
             raise Unavailable(
-                f"cannot reach Prism at {self.target.url}: {type(exc).__name__}",
-                hint="start `prism serve` or `prism demo`, or point --url / PRISM_URL at it",
-            ) from exc
-        if reply.is_success:
-            return reply.json()
-        raise _error_from(reply)
+                f"Prism at {self.target.url} answered {status} with a body that is not JSON",
+                hint="is --url / PRISM_URL pointing at Prism's API?",
+            ) from None
 
-    async def get(self, path: str) -> Any:
-        return await self.request("GET", path)
+    def get(self, path: str) -> Any:
+        return self.request("GET", path)
+
+    def _over_socket(self, request: bytes) -> BinaryIO:
+        sock = socket.create_connection((self._host, self._port), timeout=self._timeout)
+        try:
+            if self._tls is not None:
+                sock = self._tls.wrap_socket(sock, server_hostname=self._host)
+            sock.sendall(request)
+            return sock.makefile("rb")
+        finally:
+            # The file keeps the connection open until it is closed itself.
+            sock.close()
+
+    def _unreachable(self, exc: BaseException) -> Unavailable:
+        verify_message = getattr(exc, "verify_message", None)
+        if self._tls is not None and verify_message is not None:
+            return Unavailable(
+                f"cannot reach Prism at {self.target.url}: its TLS certificate is not"
+                f" trusted ({verify_message})",
+                hint="pass the CA that signed it with --cacert FILE or PRISM_CACERT",
+            )
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return Unavailable(
+            f"cannot reach Prism at {self.target.url}: {reason or type(exc).__name__}",
+            hint="start `prism serve` or `prism demo`, or point --url / PRISM_URL at it",
+        )
 
 
-def _error_from(reply: httpx.Response) -> PrismError:
+def read_reply(stream: BinaryIO) -> tuple[int, bytes]:
+    """Read one HTTP/1.1 response: its status and its body (length, chunked, or to EOF)."""
+    status_line = _line(stream)
+    version, _, rest = status_line.partition(" ")
+    code = rest[:3]
+    if not version.startswith("HTTP/1.") or not (code.isdigit() and code.isascii()):
+        raise ReplyError(f"not an HTTP/1.1 answer: {status_line[:80]!r}")
+    headers: dict[str, str] = {}
+    for _ in range(_HEADER_LIMIT):
+        line = _line(stream)
+        if not line:
+            break
+        name, colon, value = line.partition(":")
+        if not colon:
+            raise ReplyError(f"malformed header line {line[:80]!r}")
+        headers[name.strip().lower()] = value.strip()
+    else:
+        raise ReplyError("too many header lines")
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        return int(code), _chunks(stream)
+    length = headers.get("content-length")
+    if length is None:
+        return int(code), stream.read()
+    if not (length.isdigit() and length.isascii()):
+        raise ReplyError(f"invalid Content-Length {length[:40]!r}")
+    return int(code), _exactly(stream, int(length))
+
+
+def _line(stream: BinaryIO) -> str:
+    raw = stream.readline(_LINE_LIMIT + 1)
+    if len(raw) > _LINE_LIMIT:
+        raise ReplyError("header line too long")
+    if not raw:
+        raise ReplyError("the connection closed before an answer")
+    return raw.decode("latin-1").rstrip("\r\n")
+
+
+def _exactly(stream: BinaryIO, size: int) -> bytes:
+    data = stream.read(size)
+    if len(data) != size:
+        raise ReplyError(f"the answer ended after {len(data)} of {size} bytes")
+    return data
+
+
+def _chunks(stream: BinaryIO) -> bytes:
+    parts: list[bytes] = []
+    while True:
+        size_text = _line(stream).partition(";")[0].strip()
+        try:
+            size = int(size_text, 16)
+        except ValueError:
+            raise ReplyError(f"invalid chunk size {size_text[:40]!r}") from None
+        if size == 0:
+            while _line(stream):  # trailers, up to the empty line
+                pass
+            return b"".join(parts)
+        parts.append(_exactly(stream, size))
+        _line(stream)  # the CRLF after the chunk
+
+
+def _error_from(status: int, data: bytes) -> PrismError:
+    text = data.decode("utf-8", "replace")
     try:
-        body = reply.json()
+        body = json.loads(text)
     except ValueError:
-        body = {"detail": reply.text[:500]}
+        body = {"detail": text[:500]}
     if not isinstance(body, dict):
         body = {"detail": str(body)[:500]}
     cls = _BY_TYPE.get(str(body.get("type")), PrismError)
@@ -158,7 +261,7 @@ def _error_from(reply: httpx.Response) -> PrismError:
     }
     hint = body.get("hint")
     return cls.restore(
-        str(body.get("detail") or f"HTTP {reply.status_code}"),
+        str(body.get("detail") or f"HTTP {status}"),
         hint=hint if isinstance(hint, str) else None,
         detail=extra,
     )

@@ -1,4 +1,8 @@
-"""Plumbing shared by the CLI's commands: the context, error mapping, async edge."""
+"""Plumbing shared by the CLI's commands: the context, error mapping, the async edge.
+
+Commands that call the API are synchronous (:meth:`Ctx.call`); only the daemons
+(``serve``, ``agent``, ``demo``) run an event loop, through :func:`run`.
+"""
 
 from __future__ import annotations
 
@@ -72,9 +76,9 @@ class Ctx:
     def client(self) -> ApiClient:
         return ApiClient(locate(self.url, self.token, self.state_dir, self.cacert))
 
-    async def call(self, method: str, path: str, body: Any = None) -> Any:
-        async with self.client() as api:
-            return await api.request(method, path, body)
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        with self.client() as api:
+            return api.request(method, path, body)
 
 
 pass_ctx = click.make_pass_decorator(Ctx)

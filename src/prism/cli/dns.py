@@ -7,7 +7,7 @@ from urllib.parse import urlencode
 
 import click
 
-from prism.cli.common import Ctx, handles_errors, pass_ctx, run
+from prism.cli.common import Ctx, handles_errors, pass_ctx
 from prism.cli.output import echo_json
 
 __all__ = ["dns_weights", "format_dns_weights"]
@@ -46,7 +46,7 @@ def dns_weights(ctx: Ctx, app: str | None, fmt: str) -> None:
     query = {"format": "route53" if fmt == "route53" else "json"}
     if app is not None:
         query["app"] = app
-    answer = run(ctx.call("GET", f"/dns-weights?{urlencode(query)}"))
+    answer = ctx.call("GET", f"/dns-weights?{urlencode(query)}")
     if fmt == "text":
         click.echo(format_dns_weights(answer))
     else:

@@ -1,5 +1,7 @@
-"""``prism``: the command line. Every command is a thin sync edge over async code
-(``asyncio.run``); every error leaves through :func:`prism.cli.common.handles_errors`,
+"""``prism``: the command line. Commands that call the API are synchronous, over the
+standard library's sockets (:mod:`prism.cli.client`), so a command starts in about a
+tenth of a second; the daemons (serve, agent, demo) run their async code through
+``asyncio.run``. Every error leaves through :func:`prism.cli.common.handles_errors`,
 the one place that maps :class:`PrismError` to a message and an exit code.
 """
 
@@ -12,7 +14,7 @@ import click
 
 from prism import __version__
 from prism.cli.certs import cert, certs
-from prism.cli.common import Ctx, handles_errors, json_option, load_yaml_file, pass_ctx, path, run
+from prism.cli.common import Ctx, handles_errors, json_option, load_yaml_file, pass_ctx, path
 from prism.cli.daemons import agent, demo, serve
 from prism.cli.dns import dns_weights
 from prism.cli.nodes import nodes
@@ -67,7 +69,7 @@ def cli(
 @handles_errors
 def status(ctx: Ctx, app: str | None, as_json: bool) -> None:
     """Show apps: active color, colors, servers' exact health, last release."""
-    answer = run(ctx.call("GET", f"/apps/{app}" if app else "/apps"))
+    answer = ctx.call("GET", f"/apps/{app}" if app else "/apps")
     apps = [answer] if app else answer
     echo_json(answer) if as_json else click.echo(format_status(apps))
 
@@ -78,7 +80,7 @@ def status(ctx: Ctx, app: str | None, as_json: bool) -> None:
 @handles_errors
 def health(ctx: Ctx, as_json: bool) -> None:
     """Show whether HAProxy runs and desired state is applied."""
-    answer = run(ctx.call("GET", "/health"))
+    answer = ctx.call("GET", "/health")
     if as_json:
         echo_json(answer)
         return
@@ -126,7 +128,7 @@ def apply(ctx: Ctx, file: Path, reason: str | None, as_json: bool) -> None:
     """Make the desired state what FILE (prism.yaml) declares."""
     spec = load_spec_file(file)
     body = {"spec": spec.model_dump(mode="json"), "reason": reason}
-    answer = run(ctx.call("PUT", "/config", body))
+    answer = ctx.call("PUT", "/config", body)
     if as_json:
         echo_json(answer)
         return
@@ -144,7 +146,7 @@ def apply(ctx: Ctx, file: Path, reason: str | None, as_json: bool) -> None:
 @handles_errors
 def config(ctx: Ctx, fmt: str) -> None:
     """Print the desired spec, in the form `prism apply -f` takes."""
-    answer = run(ctx.call("GET", "/config"))
+    answer = ctx.call("GET", "/config")
     if fmt == "json":
         echo_json(answer["spec"])
     else:
@@ -163,7 +165,7 @@ def config(ctx: Ctx, fmt: str) -> None:
 def rollback(ctx: Ctx, app: str, reason: str | None, no_smoke: bool, as_json: bool) -> None:
     """Return APP to the weights before its last change, through the same gates."""
     body = {"reason": reason, "smoke": not no_smoke}
-    answer = run(ctx.call("POST", f"/apps/{path(app)}/rollback", body))
+    answer = ctx.call("POST", f"/apps/{path(app)}/rollback", body)
     if as_json:
         echo_json(answer)
     else:
@@ -182,7 +184,7 @@ def rollback(ctx: Ctx, app: str, reason: str | None, no_smoke: bool, as_json: bo
 def history(ctx: Ctx, app: str | None, limit: int, as_json: bool) -> None:
     """Show the audit log (who, when, what, why), newest first."""
     url = f"/apps/{path(app)}/history" if app else "/history"
-    answer = run(ctx.call("GET", f"{url}?limit={limit}"))
+    answer = ctx.call("GET", f"{url}?limit={limit}")
     echo_json(answer) if as_json else click.echo(format_history(answer))
 
 

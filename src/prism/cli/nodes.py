@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from prism.cli.common import Ctx, handles_errors, json_option, pass_ctx, path, run
+from prism.cli.common import Ctx, handles_errors, json_option, pass_ctx, path
 from prism.cli.output import echo_json
 
 __all__ = ["format_nodes", "nodes"]
@@ -54,7 +54,7 @@ def nodes(click_ctx: click.Context, as_json: bool) -> None:
 
 @handles_errors
 def _list(ctx: Ctx, as_json: bool) -> None:
-    answer = run(ctx.call("GET", "/nodes"))
+    answer = ctx.call("GET", "/nodes")
     echo_json(answer) if as_json else click.echo(format_nodes(answer))
 
 
@@ -65,5 +65,5 @@ def _list(ctx: Ctx, as_json: bool) -> None:
 @handles_errors
 def forget(ctx: Ctx, name: str, as_json: bool) -> None:
     """Forget lost node NAME: releases stop waiting for it."""
-    answer = run(ctx.call("DELETE", f"/nodes/{path(name)}"))
+    answer = ctx.call("DELETE", f"/nodes/{path(name)}")
     echo_json(answer) if as_json else click.echo(f"forgot node {name}")

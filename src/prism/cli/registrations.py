@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from prism.cli.common import Ctx, handles_errors, json_option, pass_ctx, path, run
+from prism.cli.common import Ctx, handles_errors, json_option, pass_ctx, path
 from prism.cli.output import echo_json
 from prism.errors import GateFailed, HAProxyError, InvalidInput, PrismError, Unavailable
 
@@ -65,25 +65,25 @@ def register(
     name = name or _name_for(address)
     body = {"address": address, "ttl": ttl_ms}
     if once:
-        answer = run(ctx.call("PUT", _url(app, color, name), body))
+        answer = ctx.call("PUT", _url(app, color, name), body)
         if as_json:
             echo_json(answer)
         else:
             click.echo(f"{app}/{color}: {name} {address} registered for {ttl_ms / 1000:g} s")
         return
-    run(_keep_registered(ctx, app, color, name, body, ttl_ms / 1000, as_json))
+    _keep_registered(ctx, app, color, name, body, ttl_ms / 1000, as_json)
 
 
-async def _keep_registered(
+def _keep_registered(
     ctx: Ctx, app: str, color: str, name: str, body: dict[str, Any], ttl: float, as_json: bool
 ) -> None:
     joined = False
     try:
-        async with ctx.client() as api:
+        with ctx.client() as api:
             while True:
                 began = time.monotonic()
                 try:
-                    answer = await api.request("PUT", _url(app, color, name), body)
+                    answer = api.request("PUT", _url(app, color, name), body)
                 except _TRANSIENT as exc:
                     click.echo(f"not registered yet: {exc.message}; retrying", err=True)
                 else:
@@ -96,15 +96,15 @@ async def _keep_registered(
                                 f"{app}/{color}: {name} {body['address']} registered "
                                 f"(ttl {ttl:g} s); Ctrl-C deregisters it"
                             )
-                await _sleep(max(0.0, ttl / 3 - (time.monotonic() - began)))
+                time.sleep(max(0.0, ttl / 3 - (time.monotonic() - began)))
     finally:
         if joined:
-            await _leave(ctx, app, color, name)
+            _leave(ctx, app, color, name)
 
 
-async def _leave(ctx: Ctx, app: str, color: str, name: str) -> None:
+def _leave(ctx: Ctx, app: str, color: str, name: str) -> None:
     try:
-        await ctx.call("DELETE", _url(app, color, name))
+        ctx.call("DELETE", _url(app, color, name))
     except PrismError as exc:
         click.echo(f"could not deregister {name}: {exc.message}", err=True)
     else:
@@ -120,7 +120,7 @@ async def _leave(ctx: Ctx, app: str, color: str, name: str) -> None:
 @handles_errors
 def deregister(ctx: Ctx, app: str, color: str, name: str, as_json: bool) -> None:
     """Deregister server NAME of COLOR now: it is drained and removed."""
-    answer = run(ctx.call("DELETE", _url(app, color, name)))
+    answer = ctx.call("DELETE", _url(app, color, name))
     echo_json(answer) if as_json else click.echo(f"{app}/{color}: {name} deregistered")
 
 
@@ -131,7 +131,7 @@ def deregister(ctx: Ctx, app: str, color: str, name: str, as_json: bool) -> None
 @handles_errors
 def registrations(ctx: Ctx, app: str, as_json: bool) -> None:
     """List the servers registered into APP's colors and the time left on each."""
-    answer = run(ctx.call("GET", f"/apps/{path(app)}/registrations"))
+    answer = ctx.call("GET", f"/apps/{path(app)}/registrations")
     if as_json:
         echo_json(answer)
     elif not answer:
@@ -143,11 +143,3 @@ def registrations(ctx: Ctx, app: str, as_json: bool) -> None:
                 f"{r['color']:<12} {r['server']:<24} {r['address']:<22} {left:<14} "
                 f"by {r['registered_by']}"
             )
-
-
-async def _sleep(seconds: float) -> None:
-    # asyncio is imported when a command runs (see prism.cli.common.run), not
-    # when the CLI loads: `prism --help` never needs it.
-    import asyncio
-
-    await asyncio.sleep(seconds)

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from prism.cli.common import Ctx, handles_errors, json_option, load_yaml_file, pass_ctx, path, run
+from prism.cli.common import Ctx, handles_errors, json_option, load_yaml_file, pass_ctx, path
 from prism.cli.output import (
     TERMINAL_PHASES,
     echo_json,
@@ -97,7 +97,7 @@ def release_start(
     if wait is None:
         wait = file is None and steps is None
     body = {"plan": plan.model_dump(mode="json"), "reason": reason, "wait": wait}
-    answer = run(ctx.call("POST", f"/apps/{path(app)}/releases", body))
+    answer = ctx.call("POST", f"/apps/{path(app)}/releases", body)
     echo_json(answer) if as_json else click.echo(format_release(answer))
 
 
@@ -112,7 +112,7 @@ def release_status(ctx: Ctx, app: str, watch: bool, as_json: bool) -> None:
     import time as _time
 
     while True:
-        answer = run(ctx.call("GET", f"/apps/{path(app)}/releases"))
+        answer = ctx.call("GET", f"/apps/{path(app)}/releases")
         if as_json:
             echo_json(answer)
             return
@@ -128,7 +128,7 @@ def release_status(ctx: Ctx, app: str, watch: bool, as_json: bool) -> None:
 
 
 def _steer(ctx: Ctx, app: str, action: str, body: dict[str, Any], as_json: bool) -> None:
-    answer = run(ctx.call("POST", f"/apps/{path(app)}/releases/{action}", body))
+    answer = ctx.call("POST", f"/apps/{path(app)}/releases/{action}", body)
     echo_json(answer) if as_json else click.echo(format_progress(answer))
 
 
@@ -189,5 +189,5 @@ def release_abort(ctx: Ctx, app: str, color: str | None, reason: str | None, as_
 @handles_errors
 def release_history(ctx: Ctx, app: str, limit: int, as_json: bool) -> None:
     """Release events of APP (started, steps, rollbacks, completions), newest first."""
-    answer = run(ctx.call("GET", f"/apps/{path(app)}/releases/history?limit={limit}"))
+    answer = ctx.call("GET", f"/apps/{path(app)}/releases/history?limit={limit}")
     echo_json(answer) if as_json else click.echo(format_history(answer))

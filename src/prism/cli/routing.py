@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from prism.cli.common import Ctx, handles_errors, json_option, pass_ctx, path, run
+from prism.cli.common import Ctx, handles_errors, json_option, pass_ctx, path
 from prism.cli.output import echo_json
 from prism.errors import InvalidInput
 
@@ -41,7 +41,7 @@ def shift(
 ) -> None:
     """Split APP's traffic over colors: prism shift shop blue=70 green=20 red=10."""
     body = {"weights": parse_weights(weights), "reason": reason, "smoke": not no_smoke}
-    answer = run(ctx.call("PUT", f"/apps/{path(app)}/weights", body))
+    answer = ctx.call("PUT", f"/apps/{path(app)}/weights", body)
     if as_json:
         echo_json(answer)
     elif not answer["changed"]:
@@ -71,7 +71,7 @@ def pin(
 ) -> None:
     """Pin KEY (a tenant, user or network) of APP to a color; pins win over weights."""
     body = {"color": to, "rule": rule, "reason": reason}
-    answer = run(ctx.call("PUT", f"/apps/{path(app)}/pins/{path(key)}", body))
+    answer = ctx.call("PUT", f"/apps/{path(app)}/pins/{path(key)}", body)
     if as_json:
         echo_json(answer)
     else:
@@ -89,7 +89,7 @@ def pin(
 def unpin(ctx: Ctx, app: str, key: str, rule: str | None, as_json: bool) -> None:
     """Remove KEY's pin; it returns to weighted routing."""
     query = f"?rule={path(rule)}" if rule else ""
-    answer = run(ctx.call("DELETE", f"/apps/{path(app)}/pins/{path(key)}{query}"))
+    answer = ctx.call("DELETE", f"/apps/{path(app)}/pins/{path(key)}{query}")
     if as_json:
         echo_json(answer)
     else:
@@ -103,7 +103,7 @@ def unpin(ctx: Ctx, app: str, key: str, rule: str | None, as_json: bool) -> None
 @handles_errors
 def pins(ctx: Ctx, app: str, as_json: bool) -> None:
     """List APP's pins."""
-    answer = run(ctx.call("GET", f"/apps/{path(app)}/pins"))
+    answer = ctx.call("GET", f"/apps/{path(app)}/pins")
     if as_json:
         echo_json(answer)
     elif not answer:
@@ -138,7 +138,7 @@ def server_add(
 ) -> None:
     """Add HOST:PORT to COLOR of APP; it takes traffic only after passing its checks."""
     body = {"address": address, "name": name, "reason": reason}
-    answer = run(ctx.call("POST", f"/apps/{path(app)}/colors/{path(color)}/servers", body))
+    answer = ctx.call("POST", f"/apps/{path(app)}/colors/{path(color)}/servers", body)
     if as_json:
         echo_json(answer)
     else:
@@ -155,7 +155,7 @@ def server_add(
 def server_remove(ctx: Ctx, app: str, color: str, name: str, as_json: bool) -> None:
     """Drain server NAME of COLOR until idle, then remove it."""
     url = f"/apps/{path(app)}/colors/{path(color)}/servers/{path(name)}"
-    answer = run(ctx.call("DELETE", url))
+    answer = ctx.call("DELETE", url)
     if as_json:
         echo_json(answer)
     else:

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from prism.cli.common import Ctx, handles_errors, json_option, pass_ctx, path, run
+from prism.cli.common import Ctx, handles_errors, json_option, pass_ctx, path
 from prism.cli.output import echo_json
 
 __all__ = ["format_tokens", "token"]
@@ -39,7 +39,7 @@ def token() -> None:
 @handles_errors
 def create(ctx: Ctx, name: str, role: str, as_json: bool) -> None:
     """Make a token and print its secret, once: only its hash is kept."""
-    answer = run(ctx.call("POST", "/tokens", {"name": name, "role": role}))
+    answer = ctx.call("POST", "/tokens", {"name": name, "role": role})
     if as_json:
         echo_json(answer)
         return
@@ -56,7 +56,7 @@ def create(ctx: Ctx, name: str, role: str, as_json: bool) -> None:
 @handles_errors
 def list_tokens(ctx: Ctx, as_json: bool) -> None:
     """List the named tokens (never their secrets)."""
-    answer = run(ctx.call("GET", "/tokens"))
+    answer = ctx.call("GET", "/tokens")
     echo_json(answer) if as_json else click.echo(format_tokens(answer))
 
 
@@ -67,5 +67,5 @@ def list_tokens(ctx: Ctx, as_json: bool) -> None:
 @handles_errors
 def revoke(ctx: Ctx, name: str, as_json: bool) -> None:
     """Revoke token NAME: it is refused from its next request on."""
-    answer = run(ctx.call("DELETE", f"/tokens/{path(name)}"))
+    answer = ctx.call("DELETE", f"/tokens/{path(name)}")
     echo_json(answer) if as_json else click.echo(f"revoked token {name} ({answer['role']})")
