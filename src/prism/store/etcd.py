@@ -550,6 +550,10 @@ class EtcdStore:
         self._known = _Meta()
         self._guard: tuple[int, float] | None = None  # (lease id, monotonic time granted)
         self._guard_lock = asyncio.Lock()
+        # Guarded writes of this store, one at a time: each compares meta/revision or
+        # meta/audit-id, so concurrent ones from one process would only fail each
+        # other's compare (a burst of audit records could starve a commit).
+        self._write_lock = asyncio.Lock()
 
     @classmethod
     async def open(
@@ -715,6 +719,19 @@ class EtcdStore:
             return await self._plain_puts(state, leases)
         guard = self._guards + secrets.token_hex(16).encode()
         reads = [_get(self._kv + cmp.key.encode()) for cmp in expect]
+        async with self._write_lock:
+            return await self._guarded_commit(expect, audit, body, state, guard, reads, leases)
+
+    async def _guarded_commit(
+        self,
+        expect: Sequence[Compare],
+        audit: AuditDraft | None,
+        body: dict[str, Any] | None,
+        state: builtins.list[_Proto],
+        guard: bytes,
+        reads: builtins.list[_Proto],
+        leases: builtins.list[int],
+    ) -> int:
         for _ in range(_CAS_ATTEMPTS):
             known = self._known
             compare = [_mod_is(self._kv + c.key.encode(), c.mod_revision) for c in expect]
@@ -765,6 +782,12 @@ class EtcdStore:
         """Store an audit entry carrying the newest commit's revision, changing no state."""
         body = _audit_body(audit, self._now())
         guard = self._guards + secrets.token_hex(16).encode()
+        async with self._write_lock:
+            return await self._guarded_record(audit, body, guard)
+
+    async def _guarded_record(
+        self, audit: AuditDraft, body: dict[str, Any], guard: bytes
+    ) -> AuditRecord:
         for _ in range(_CAS_ATTEMPTS):
             known = self._known
             audit_id = known.audit_id + 1

@@ -302,6 +302,23 @@ async def test_audit_ids_stay_unique_across_racing_writers(
     assert len(await two.audit(app="b")) == 15
 
 
+async def test_one_store_s_concurrent_audited_writes_all_land(store: EtcdStore) -> None:
+    """A control plane writing many audited entries at once (a fleet's nodes lost and
+    back in one burst) while it commits a change: every write lands, none is starved by
+    the others taking the next audit id, and the ids stay unique and dense."""
+    records = [
+        store.record(AuditDraft("fleet", "node.lost", None, {"node": f"n{i}"})) for i in range(150)
+    ]
+    commits = [
+        store.commit([Put(f"/c/{i}", "1")], audit=AuditDraft("ann", "put", "shop"))
+        for i in range(10)
+    ]
+    await asyncio.gather(*records, *commits)
+    ids = [r.id for r in await store.audit(limit=500)]
+    assert sorted(ids) == list(range(1, 161))
+    assert len(await store.list("/c/")) == 10
+
+
 async def test_record_carries_the_newest_commit_and_changes_no_state(store: EtcdStore) -> None:
     """record() stores an entry at the newest commit's revision and changes no state (the
     audit key itself takes an etcd revision, so unlike SQLite, revision() moves past it)."""
