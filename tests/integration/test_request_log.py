@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -14,9 +15,9 @@ import pytest
 
 from prism.core.requestlog import MAX_RELATIVE_ERROR
 from prism.testing.load import run_load_in_thread
-from prism.testing.processes import Backend
+from prism.testing.processes import Backend, free_port
 from prism.testing.wait import wait_for
-from tests.conftest import Server, wait_for_traffic
+from tests.conftest import Server, run_server, shop_spec, wait_for_traffic, wait_until_up
 from tests.integration.test_releases import release_of, setup_app, wait_phase, weights
 
 pytestmark = pytest.mark.haproxy
@@ -27,13 +28,20 @@ REQUESTS = 300
 CLIENT_OVERHEAD_MS = 15.0
 
 
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One `prism serve` for this module's tests (each applies its own spec)."""
+    with run_server(tmp_path_factory.mktemp("reqlog") / "state") as running:
+        yield running
+
+
 def nearest_rank(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[max(1, math.ceil(q * len(ordered))) - 1]
 
 
-def logged(server: Server, color: str) -> dict[str, Any] | None:
-    status = server.api("GET", "/apps/shop").json()
+def logged(server: Server, color: str, app: str = "counted") -> dict[str, Any] | None:
+    status = server.api("GET", f"/apps/{app}").json()
     found: dict[str, Any] | None = next(c for c in status["colors"] if c["name"] == color)[
         "requests"
     ]
@@ -41,14 +49,19 @@ def logged(server: Server, color: str) -> dict[str, Any] | None:
 
 
 def test_log_fed_histograms_match_a_client_side_count(
-    server: Server, color_backends: dict[str, Backend]
+    shared: Server, color_backends: dict[str, Backend]
 ) -> None:
     """300 requests to blue, ~10% of them a slow 500: the log's count of blue's requests
     and of its 5xx equal the client's exactly, green logs none, and p50/p95/p99 are within
     the bucket error (plus the client's own overhead) of the client-measured times."""
-    port = setup_app(server, color_backends)
+    server = shared
+    # an app of its own: its backends' logs start at zero whatever ran before
+    port = free_port()
+    spec = shop_spec(port, color_backends, name="counted")
+    assert server.api("PUT", "/config", {"spec": spec}).status_code == 200
+    wait_until_up(server, "counted", list(color_backends))
     blue = color_backends["blue"].url
-    fault = {"status": 500, "delay_ms": 80, "ratio": 0.1}
+    fault = {"status": 500, "delay_ms": 50, "ratio": 0.1}
     assert httpx.post(f"{blue}/_fault", json=fault).status_code == 200
     statuses: dict[int, int] = {}
     times: list[float] = []
@@ -85,20 +98,21 @@ def test_log_fed_histograms_match_a_client_side_count(
             value,
             client,
         )
-    assert found["p99_ms"] >= 80 * (1 - MAX_RELATIVE_ERROR)  # the slow 500s are the tail
+    assert found["p99_ms"] >= 50 * (1 - MAX_RELATIVE_ERROR)  # the slow 500s are the tail
 
 
 def test_a_canary_whose_p99_exceeds_its_ceiling_is_rolled_back(
-    server: Server, color_backends: dict[str, Backend]
+    shared: Server, color_backends: dict[str, Backend]
 ) -> None:
     """Green answers every request 200, after 150 ms: counters see no error and the mean
     rules are off, so only max_p99_response_ms (100 ms) can fail the step, and does; the
     readings carry both colors' logged p50/p95/p99 and counts."""
+    server = shared
     port = setup_app(server, color_backends)
     green = color_backends["green"].url
     assert httpx.post(f"{green}/_fault", json={"status": None, "delay_ms": 150}).status_code == 200
     future = run_load_in_thread(
-        "127.0.0.1", port, duration=8, concurrency=8, keepalive=True, max_seconds=60
+        "127.0.0.1", port, duration=3, concurrency=8, keepalive=True, max_seconds=60
     )
     wait_for_traffic(server, "shop.blue")
     analysis = {

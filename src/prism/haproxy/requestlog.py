@@ -34,8 +34,7 @@ LOG_FORMAT: Final = "prism %b %ST %Ta"
 LOG_LENGTH: Final = 256
 #: the coarsest sampling: one request in this many
 MAX_SAMPLE: Final = 1000
-_BACKEND = re.compile(rb"[A-Za-z0-9._:-]{1,128}", re.ASCII)
-_INT = re.compile(rb"-?[0-9]{1,9}", re.ASCII)
+_LINE = re.compile(rb"prism ([A-Za-z0-9._:-]{1,128}) (-?[0-9]{1,9}) (-?[0-9]{1,9})\n?", re.ASCII)
 
 
 def log_lines(port: int, every: int) -> tuple[list[str], list[str]]:
@@ -55,12 +54,8 @@ def log_lines(port: int, every: int) -> tuple[list[str], list[str]]:
 
 def parse_line(data: bytes) -> tuple[str, int, int] | None:
     """``(backend, status, ms)`` from one datagram, or None when it is not Prism's line."""
-    parts = data.split()
-    if len(parts) != 4 or parts[0] != b"prism":
+    match = _LINE.fullmatch(data)
+    if match is None:
         return None
-    backend, status, ms = parts[1], parts[2], parts[3]
-    if _BACKEND.fullmatch(backend) is None or _INT.fullmatch(status) is None:
-        return None
-    if _INT.fullmatch(ms) is None:
-        return None
+    backend, status, ms = match.groups()
     return backend.decode("ascii"), int(status), max(0, int(ms))
