@@ -139,6 +139,19 @@ class RequestLog:
                 return bucket_value(index)
         raise AssertionError("unreachable: the ranks add up to the total")
 
+    def at_most(self, bounds_ms: Iterable[float]) -> list[int]:
+        """Requests of at most each bound (ms), for a coarse cumulative histogram such as
+        Prometheus's; a bucket counts below a bound when the value it stands for does."""
+        ordered = sorted(self.buckets.items())
+        out = []
+        for bound in bounds_ms:
+            out.append(sum(c for i, c in ordered if bucket_value(i) <= bound))
+        return out
+
+    def total_ms(self) -> float:
+        """The sum of the times, from each bucket's value (within 2%)."""
+        return sum(bucket_value(i) * c for i, c in self.buckets.items())
+
     def minus(self, earlier: RequestLog) -> RequestLog | None:
         """The requests logged since ``earlier``; None when ``earlier`` is not an
         earlier snapshot of the same log (a count went down: the recorder restarted)."""
