@@ -35,6 +35,7 @@ BENCHMARKS = {
     "tls": "bench.tls",
     "detection": "bench.detection",
     "dashboard": "bench.dashboard",
+    "requestlog": "bench.requestlog",
     "cli": "bench.cli",
 }
 

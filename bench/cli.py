@@ -1,4 +1,4 @@
-"""13. CLI start-up: how long a command takes from exec to exit.
+"""14. CLI start-up: how long a command takes from exec to exit.
 
 One ``prism serve`` with app ``shop`` (blue and green, one demo backend each).
 Each round runs every command below once, in the same order, as a new
@@ -32,7 +32,7 @@ from bench.common import (
 from prism.testing.processes import BackendSpec, backends
 
 NAME = "cli"
-TITLE = "13. CLI start-up"
+TITLE = "14. CLI start-up"
 
 
 def spec(port: int, servers: list[Any]) -> dict[str, Any]:

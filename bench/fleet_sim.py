@@ -200,6 +200,8 @@ class LightPlane:
         self.settings = _Settings()
         self.paths = _Paths(root)
         self.version = version
+        #: no HAProxy, so no request log to receive
+        self.requests = None
 
     async def start(self, state: DesiredState) -> None:
         """HAProxy would start from disk here; a light node has nothing to start."""

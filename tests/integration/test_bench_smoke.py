@@ -31,6 +31,7 @@ SECTIONS = [
     "## 10. TLS termination and certificate rotation",
     "## 11. Fault detection",
     "## 12. Dashboard and /metrics",
+    "## 13. Request log",
 ]
 
 

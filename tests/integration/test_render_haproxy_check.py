@@ -504,3 +504,30 @@ def test_live_admin_serves_stats_and_metrics(live: Live) -> None:
         assert response.status == 200
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("every", [1, 10])
+@pytest.mark.parametrize("name", ["golden_one_app_three_colors", "mixed"])
+def test_haproxy_accepts_config_with_request_log(
+    name: str, every: int, haproxy_bin: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """With the request log on (every request, or sampled 1:10) the config is still valid
+    and warning-free, and it names Prism's receiver and log-format."""
+    paths = StatePaths.at(tmp_path_factory.mktemp("reqlog"))
+    with_log = RenderSettings(
+        admin_port=8404,
+        maxconn=2000,
+        smoke_key=SMOKE_KEY,
+        request_log_port=40123,
+        request_log_sample=every,
+    )
+    files = render(STATES[name], paths, with_log)
+    sample = " sample 1:10" if every == 10 else ""
+    assert f"log 127.0.0.1:40123 len 256 format raw{sample} local0 info" in files.config
+    assert 'log-format "prism %b %ST %Ta"' in files.config
+    write_files(paths, files)
+    result = check_config(haproxy_bin, paths.config)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "[WARNING]" not in output, output
+    assert "[ALERT]" not in output, output

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -288,8 +289,12 @@ class Agent:
                 servers = tuple(
                     self.plane.balancer.annotate(server_readings(rows, node=self.options.node))
                 )
+                recorder = self.plane.requests.recorder if self.plane.requests else None
                 for backend in {r.proxy for r in rows if r.type == 1}:
-                    counters[backend] = backend_counters(rows, backend)
+                    counted = backend_counters(rows, backend)
+                    if recorder is not None:
+                        counted = dataclasses.replace(counted, log=recorder.snapshot(backend))
+                    counters[backend] = counted
                 for conn in await self.plane.runtime.show_servers_conn():
                     used[f"{conn.backend}/{conn.server}"] = conn.used_cur
             except PrismError as exc:

@@ -34,6 +34,8 @@ class NodeOptions:
     haproxy: str | None = None
     admin_port: int | None = None
     stop_haproxy_on_exit: bool = False
+    #: log one request in this many to this agent (0: none; None: as last time, else 1)
+    request_log_sample: int | None = None
     heartbeat: float = 1.0
     lease_ttl: float = 3.0
     reconcile_interval: float = 5.0
@@ -53,7 +55,12 @@ async def run_agent(options: NodeOptions) -> None:
     paths.check_socket_paths()
     paths.root.mkdir(parents=True, exist_ok=True, mode=0o700)
     binary = find_haproxy(options.haproxy)
-    settings = node_settings(paths, options.admin_port, listen_address=options.listen_address)
+    settings = node_settings(
+        paths,
+        options.admin_port,
+        listen_address=options.listen_address,
+        request_log_sample=options.request_log_sample,
+    )
     plane = LocalDataPlane.for_node(paths, settings, binary)
     store = await open_store(options.store, paths.database)
     agent = Agent(
@@ -80,6 +87,7 @@ async def run_agent(options: NodeOptions) -> None:
             await plane.supervisor.stop()
         else:
             await plane.supervisor.detach()
+        plane.stop_receiving()
 
 
 def _stop_on_signals() -> asyncio.Event:

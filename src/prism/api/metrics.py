@@ -13,6 +13,9 @@ and nothing is kept in between). Names::
     prism_backend_requests_total{app,color}         HTTP answers HAProxy counted (all nodes)
     prism_backend_5xx_total{app,color}              of which 5xx
     prism_backend_response_ms{app,color}            HAProxy's mean server response time
+    prism_request_log_requests_total{app,color,class}   requests in HAProxy's request log, by
+                                                    status class (1xx..5xx, none)
+    prism_request_log_response_seconds{app,color}   a histogram of their response times (%Ta)
     prism_server_up{app,color,server,node}          1 if the server is UP on that node
     prism_desired_revision                          the store's desired-state revision
     prism_applied_revision{node}                    what each node applied
@@ -28,7 +31,12 @@ from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from prism.services.telemetry import Snapshot
@@ -49,6 +57,7 @@ class _SnapshotCollector(Collector):
         yield from _state_metrics(snap)
         yield from _release_metrics(snap)
         yield from _traffic_metrics(snap)
+        yield from _log_metrics(snap)
         yield from _node_metrics(snap)
         yield from _cert_metrics(snap)
 
@@ -151,6 +160,39 @@ def _traffic_metrics(snap: Snapshot) -> Iterator[Metric]:
     yield errors
     yield response
     yield up
+
+
+#: the request log's histogram bounds, in seconds (the log's own buckets are 2% wide)
+_LOG_BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_CLASSES = ("none", "1xx", "2xx", "3xx", "4xx", "5xx")
+
+
+def _log_metrics(snap: Snapshot) -> Iterator[Metric]:
+    """Each color's request log (when the data plane receives one), since it started."""
+    requests = CounterMetricFamily(
+        "prism_request_log_requests",
+        "Requests in HAProxy's request log for the color, by status class (sampled 1:N "
+        "when sampling is on)",
+        labels=["app", "color", "class"],
+    )
+    seconds = HistogramMetricFamily(
+        "prism_request_log_response_seconds",
+        "Response times (%Ta) of the logged requests of the color",
+        labels=["app", "color"],
+    )
+    for backend, counters in sorted(snap.counters.items()):
+        app, _, color = backend.partition(".")
+        log = counters.log
+        if not color or log is None:
+            continue
+        for name, count in zip(_CLASSES, log.classes, strict=True):
+            requests.add_metric([app, color, name], count)
+        below = log.at_most(b * 1000 for b in _LOG_BOUNDS)
+        buckets = [(repr(b), float(n)) for b, n in zip(_LOG_BOUNDS, below, strict=True)]
+        buckets.append(("+Inf", float(log.timed)))
+        seconds.add_metric([app, color], buckets, log.total_ms() / 1000)
+    yield requests
+    yield seconds
 
 
 def _node_metrics(snap: Snapshot) -> Iterator[Metric]:

@@ -57,6 +57,12 @@ def haproxy_options(fn: F) -> F:
             ),
             click.option("--stop-haproxy", is_flag=True, help="stop HAProxy when Prism exits"),
             click.option(
+                "--request-log-sample",
+                type=click.IntRange(0, 1000),
+                help="HAProxy logs one request in N to Prism for response-time quantiles and "
+                "exact counts (1: every request, 0: off) [default: as last time, else 1]",
+            ),
+            click.option(
                 "--reconcile-interval",
                 default=5.0,
                 show_default=True,
@@ -163,6 +169,7 @@ def serve(ctx: Ctx, /, **kwargs: Any) -> None:
         haproxy=kwargs["haproxy_path"],
         admin_port=kwargs["admin_port"],
         stop_haproxy_on_exit=kwargs["stop_haproxy"],
+        request_log_sample=kwargs["request_log_sample"],
         reconcile_interval=kwargs["reconcile_interval"],
         converge_timeout=kwargs["converge_timeout"],
         sample_interval=kwargs["sample_interval"],
@@ -222,6 +229,7 @@ def agent(ctx: Ctx, /, **kwargs: Any) -> None:
         haproxy=kwargs["haproxy_path"],
         admin_port=kwargs["admin_port"],
         stop_haproxy_on_exit=kwargs["stop_haproxy"],
+        request_log_sample=kwargs["request_log_sample"],
         heartbeat=kwargs["heartbeat"],
         lease_ttl=kwargs["lease_ttl"],
         reconcile_interval=kwargs["reconcile_interval"],

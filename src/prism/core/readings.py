@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from prism.core.requestlog import RequestLog
 from prism.errors import InvalidInput
 
 __all__ = [
@@ -119,11 +120,16 @@ class Counters:
     HAProxy's ``hrsp_*`` columns); ``errors_5xx`` those with a 5xx;
     ``mean_response_ms`` is HAProxy's moving average of the server response
     time (``rtime``), a gauge rather than a count. Summed over nodes in a fleet.
+
+    ``log`` is the backend's request log (:mod:`prism.core.requestlog`) when
+    the data plane receives one: exact counts by status class and response-time
+    quantiles, cumulative since the receiver started (None: no log data).
     """
 
     requests: int
     errors_5xx: int
     mean_response_ms: int
+    log: RequestLog | None = None
 
     def __post_init__(self) -> None:
         for name in _COUNTER_FIELDS:
@@ -140,9 +146,12 @@ class Counters:
         """The share of requests answered with a 5xx, 0.0 without requests."""
         return self.errors_5xx / self.requests if self.requests else 0.0
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, Any]:
         """Plain data for the store."""
-        return {name: getattr(self, name) for name in _COUNTER_FIELDS}
+        data: dict[str, Any] = {name: getattr(self, name) for name in _COUNTER_FIELDS}
+        if self.log is not None:
+            data["log"] = self.log.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Counters:
@@ -150,19 +159,28 @@ class Counters:
         missing = [name for name in _COUNTER_FIELDS if name not in data]
         if missing:
             raise InvalidInput(f"saved counters lack {', '.join(missing)}")
-        return cls(data["requests"], data["errors_5xx"], data["mean_response_ms"])
+        log = data.get("log")
+        return cls(
+            data["requests"],
+            data["errors_5xx"],
+            data["mean_response_ms"],
+            None if log is None else RequestLog.from_dict(log),
+        )
 
     @classmethod
     def total(cls, parts: list[Counters]) -> Counters:
         """Counters of several HAProxy nodes as one: counts add up, the mean response
-        time is weighted by each node's requests."""
+        time is weighted by each node's requests; the request logs add up when every
+        node has one."""
         requests = sum(p.requests for p in parts)
         errors = sum(p.errors_5xx for p in parts)
         if requests:
             mean = round(sum(p.mean_response_ms * p.requests for p in parts) / requests)
         else:
             mean = max((p.mean_response_ms for p in parts), default=0)
-        return cls(requests, errors, mean)
+        logs = [p.log for p in parts if p.log is not None]
+        log = RequestLog.total(logs) if logs and len(logs) == len(parts) else None
+        return cls(requests, errors, mean, log)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,12 +6,15 @@ questions from them directly: no watch hop, no agent, so the embedded
 single-node mode stays as fast as one HAProxy allows. The fleet's agents
 (:mod:`prism.agent`) drive each node's HAProxy with the same applier, and run
 the same balancer (:mod:`prism.node.balancer`: slow-server weights, circuit
-trips), whose reasons this plane's readings carry.
+trips), whose reasons this plane's readings carry. With the request log on, its
+receiver (:mod:`prism.node.requestlog`) runs here too, and every counter reading
+carries the backend's logged requests.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -38,6 +41,7 @@ from prism.node.admission import check_fd_budget, check_ports_free, fd_limit
 from prism.node.applier import Applier
 from prism.node.balancer import Balancer
 from prism.node.paths import StatePaths
+from prism.node.requestlog import RequestLogReceiver
 
 __all__ = ["LocalDataPlane", "smoke_request"]
 
@@ -100,6 +104,7 @@ class LocalDataPlane:
         runtime: RuntimeClient,
         applier: Applier,
         balancer: Balancer | None = None,
+        requests: RequestLogReceiver | None = None,
     ) -> None:
         self.paths = paths
         self.settings = settings
@@ -108,6 +113,11 @@ class LocalDataPlane:
         self.runtime = runtime
         self.applier = applier
         self.balancer = balancer or Balancer(runtime, paths.weights, SystemClock())
+        self.requests = requests
+        if requests is None and settings.request_log_port is not None:
+            self.requests = RequestLogReceiver(
+                settings.request_log_port, settings.request_log_sample
+            )
         # HAProxy holds one certificate transaction at a time: replacements take turns.
         self._cert_lock = asyncio.Lock()
 
@@ -132,7 +142,12 @@ class LocalDataPlane:
     # -- lifecycle -------------------------------------------------------
 
     async def start(self, state: DesiredState) -> None:
-        """Start (or adopt) HAProxy on what is on disk, rendering it first if needed."""
+        """Start (or adopt) HAProxy on what is on disk, rendering it first if needed.
+
+        The request-log receiver starts first, so no request of the new HAProxy goes
+        unlogged."""
+        if self.requests is not None:
+            await self.requests.start()
         if not self.paths.config.exists():
             await self.applier.write_initial(state)
         self.applier.prepare_start(state)
@@ -142,6 +157,11 @@ class LocalDataPlane:
             # What is on disk no longer passes the check: start from freshly rendered files.
             await self.applier.write_initial(state)
             await self.supervisor.start()
+
+    def stop_receiving(self) -> None:
+        """Close the request-log receiver (HAProxy's lines then go nowhere)."""
+        if self.requests is not None:
+            self.requests.close()
 
     async def reconcile(self, state: DesiredState) -> None:
         """Find and repair drift (maps edited behind Prism's back, a half-done apply)."""
@@ -188,11 +208,15 @@ class LocalDataPlane:
         for row in rows:
             by_proxy.setdefault(row.proxy, []).append(row)
         found: dict[str, Counters] = {}
+        recorder = self.requests.recorder if self.requests is not None else None
         for backend in backends:
             try:
-                found[backend] = backend_counters(by_proxy.get(backend, ()), backend)
+                counted = backend_counters(by_proxy.get(backend, ()), backend)
             except Drift:
                 continue  # a color removed meanwhile
+            if recorder is not None:
+                counted = dataclasses.replace(counted, log=recorder.snapshot(backend))
+            found[backend] = counted
         return found
 
     async def in_use(self, backends: Sequence[str]) -> dict[str, int]:
@@ -234,6 +258,19 @@ class LocalDataPlane:
             hint="nodes are forgotten in fleet mode (prism serve --store etcd://...)",
         )
 
+    def _request_log_info(self) -> dict[str, Any] | None:
+        if self.requests is None:
+            return None
+        recorder = self.requests.recorder
+        return {
+            "port": self.requests.port,
+            "every": recorder.every,
+            "receiving": self.requests.running,
+            "lines": recorder.lines,
+            "malformed": recorder.malformed,
+            "overflow": recorder.overflow,
+        }
+
     async def info(self) -> PlaneInfo:
         running = self.supervisor.running
         return PlaneInfo(
@@ -247,5 +284,6 @@ class LocalDataPlane:
                 "restarts": self.supervisor.restarts,
                 "admin_url": f"http://127.0.0.1:{self.settings.admin_port}/stats",
                 "metrics_url": f"http://127.0.0.1:{self.settings.admin_port}/metrics",
+                "request_log": self._request_log_info(),
             },
         )

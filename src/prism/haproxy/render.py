@@ -62,6 +62,7 @@ from prism.core.tls import Tls
 from prism.errors import InvalidInput
 from prism.haproxy.commands import ServerTuning
 from prism.haproxy.layout import HAProxyFiles
+from prism.haproxy.requestlog import log_lines
 from prism.haproxy.rules import (
     app_rules,
     check_pin_key,
@@ -152,6 +153,11 @@ class RenderSettings:
     listen_address: str | None = None
     """The address a bind of ``*:PORT`` or ``0.0.0.0:PORT`` takes on this node (a fleet
     node's ``--listen-address``); None keeps those binds on every address."""
+    request_log_port: int | None = None
+    """The 127.0.0.1 UDP port of Prism's request-log receiver; None logs nothing
+    (see :mod:`prism.haproxy.requestlog`)."""
+    request_log_sample: int = 1
+    """Log one request in this many (1: every request)."""
     hard_stop_after: str = "60s"
     timeout_connect: str = "5s"
     timeout_client: str = "30s"
@@ -175,6 +181,8 @@ class RenderSettings:
                 f"invalid listen address {str(self.listen_address)[:80]!r}",
                 hint="an IPv4 address or host name of this node, e.g. 10.0.1.11",
             )
+        if self.request_log_port is not None:
+            log_lines(self.request_log_port, self.request_log_sample)  # raises if invalid
         if not isinstance(self.smoke_key, str) or _SMOKE_KEY.fullmatch(self.smoke_key) is None:
             # Never echo the secret itself.
             raise InvalidInput("invalid smoke key", hint="use 16 to 64 letters and digits")
@@ -440,16 +448,24 @@ def _global(paths: HAProxyFiles, settings: RenderSettings) -> list[str]:
         f"    server-state-file {check_path(paths.server_state, 'server state')}",
         f"    maxconn {settings.maxconn}",
         f"    hard-stop-after {settings.hard_stop_after}",
+        *_request_log(settings)[0],
     ]
 
 
+def _request_log(settings: RenderSettings) -> tuple[list[str], list[str]]:
+    if settings.request_log_port is None:
+        return [], []
+    return log_lines(settings.request_log_port, settings.request_log_sample)
+
+
 def _defaults(settings: RenderSettings) -> list[str]:
-    # No log target: per-request logs would need a collector; Prism reads
-    # counters over the admin socket instead.
+    # Per-request lines go to Prism's own receiver when it has one (response-time
+    # quantiles and exact counts); counters come over the admin socket either way.
     return [
         "defaults",
         "    mode http",
         "    option dontlognull",
+        *_request_log(settings)[1],
         # Keeps drain/maint states and health across reloads (see DESIGN.md).
         "    load-server-state-from-file global",
         f"    timeout connect {settings.timeout_connect}",
@@ -465,6 +481,12 @@ def _admin(settings: RenderSettings) -> list[str]:
     return [
         "frontend prism_admin",
         f"    bind 127.0.0.1:{settings.admin_port}",
+        # scrapes of /stats and /metrics are no app's requests
+        *(
+            ["    http-request set-log-level silent"]
+            if settings.request_log_port is not None
+            else []
+        ),
         "    http-request use-service prometheus-exporter if { path /metrics }",
         "    stats enable",
         "    stats uri /stats",

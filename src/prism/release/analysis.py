@@ -21,7 +21,18 @@ The rules of :func:`judge`, over window deltas, in this order:
 5. with ``max_response_vs_stable`` set and a baseline of at least
    ``min_requests`` requests: mean response above
    ``max(response_floor_ms, baseline mean x factor)``: fail;
-6. otherwise **pass**.
+6. with ``max_p50_response_ms``, ``max_p95_response_ms`` or
+   ``max_p99_response_ms`` set: that quantile of the window's request log
+   above it: fail; with ``max_p99_vs_stable`` and a baseline log of at least
+   ``min_requests`` lines: p99 above ``max(response_floor_ms, stable p99 x
+   factor)``: fail. A quantile rule whose window holds fewer than
+   ``min_requests`` log lines cannot pass: the tick **waits** (unless another
+   rule failed);
+7. otherwise **pass**.
+
+When the window carries a request log with every request in it (no
+sampling), its exact counts replace the counters' for rules 1-3 (readings say
+``"source": "log"``); otherwise the counters are judged (``"counters"``).
 
 A relative rule whose baseline lacks data (none, or too few requests) is
 skipped, not failed: the absolute rules still apply. Limits are strict — a
@@ -36,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from prism.core.readings import Counters
+from prism.core.requestlog import RequestLog
 from prism.release.plan import Analysis
 
 __all__ = ["Outcome", "Verdict", "delta", "judge"]
@@ -71,7 +83,13 @@ def delta(start: Counters, now: Counters) -> Counters | None:
     # errors > requests means a reset hidden by new traffic: as unusable as a drop
     if requests < 0 or errors < 0 or errors > requests:
         return None
-    return Counters(requests, errors, now.mean_response_ms)
+    # The request log is Prism's own: it survives HAProxy reloads and restarts with
+    # Prism. A window without it (either end lacks it, or it restarted) falls back
+    # to the counters alone.
+    log = None
+    if start.log is not None and now.log is not None:
+        log = now.log.minus(start.log)
+    return Counters(requests, errors, now.mean_response_ms, log)
 
 
 def _pair(value: float, limit: float) -> tuple[str, str]:
@@ -91,6 +109,75 @@ def _ms(value: float) -> str:
     return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
 
 
+def _q(value: float) -> str:
+    """A quantile read from buckets (2% error): whole ms, tenths below 10 ms."""
+    return f"{value:.0f}" if value >= 10 else f"{value:.1f}"
+
+
+def _counted(counters: Counters) -> tuple[Counters, str]:
+    """The counts to judge: the request log's when it holds every request, else HAProxy's."""
+    log = counters.log
+    if log is None or not log.exact:
+        return counters, "counters"
+    return Counters(log.requests, log.errors_5xx, counters.mean_response_ms, log), "log"
+
+
+_QUANTILES = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
+
+
+def _quantiles(
+    analysis: Analysis,
+    log: RequestLog | None,
+    baseline_log: RequestLog | None,
+    readings: dict[str, Any],
+    failures: list[str],
+) -> str | None:
+    """Judge the response-time quantiles; why the tick must wait for log data, if it must."""
+    checks: dict[str, str] = readings["checks"]
+    wanted = [(name, q, getattr(analysis, f"max_{name}_response_ms")) for name, q in _QUANTILES]
+    factor = analysis.max_p99_vs_stable
+    if all(limit is None for _, _, limit in wanted) and factor is None:
+        for name, _ in _QUANTILES:
+            checks[f"{name}_response"] = "off"
+        checks["p99_vs_stable"] = "off"
+        return None
+    lines = 0 if log is None else log.timed
+    enough = log is not None and lines >= analysis.min_requests
+    starved = None
+    for name, q, limit in wanted:
+        if limit is None:
+            checks[f"{name}_response"] = "off"
+            continue
+        if not enough:
+            checks[f"{name}_response"] = "no log data"
+            continue
+        assert log is not None
+        value = log.quantile(q) or 0.0
+        if value > limit:
+            failures.append(f"{name} response {_q(value)} ms > {limit} ms ({lines} logged)")
+        checks[f"{name}_response"] = "fail" if value > limit else "pass"
+    if factor is None:
+        checks["p99_vs_stable"] = "off"
+    elif not enough:
+        checks["p99_vs_stable"] = "no log data"
+    elif baseline_log is None or baseline_log.timed < analysis.min_requests:
+        checks["p99_vs_stable"] = "no baseline"
+    else:
+        assert log is not None
+        p99, stable = log.quantile(0.99) or 0.0, baseline_log.quantile(0.99) or 0.0
+        bound = max(float(analysis.response_floor_ms), stable * factor)
+        readings["p99_limit_ms_vs_stable"] = bound
+        if p99 > bound:
+            failures.append(
+                f"p99 response {_q(p99)} ms > {_q(bound)} ms "
+                f"({_factor(factor)} x stable {_q(stable)} ms, floor {analysis.response_floor_ms})"
+            )
+        checks["p99_vs_stable"] = "fail" if p99 > bound else "pass"
+    if not enough:
+        starved = f"waiting for request-log data: {lines}/{analysis.min_requests} lines logged"
+    return starved
+
+
 def judge(analysis: Analysis, target: Counters, baseline: Counters | None) -> Verdict:
     """Pass, fail or wait for the target's window, compared with the baseline's.
 
@@ -98,8 +185,20 @@ def judge(analysis: Analysis, target: Counters, baseline: Counters | None) -> Ve
     is None when the color traffic moves from has none. See the module
     docstring for the rules.
     """
+    log, baseline_log = target.log, None if baseline is None else baseline.log
+    target, source = _counted(target)
+    if baseline is not None:
+        baseline, _ = _counted(baseline)
     ratio = target.ratio_5xx
     readings: dict[str, Any] = {
+        "source": source,
+        "log": None if log is None else log.summary(),
+        "baseline_log": None if baseline_log is None else baseline_log.summary(),
+        "max_p50_response_ms": analysis.max_p50_response_ms,
+        "max_p95_response_ms": analysis.max_p95_response_ms,
+        "max_p99_response_ms": analysis.max_p99_response_ms,
+        "max_p99_vs_stable": analysis.max_p99_vs_stable,
+        "p99_limit_ms_vs_stable": None,
         "requests": target.requests,
         "errors_5xx": target.errors_5xx,
         "ratio_5xx": ratio,
@@ -188,8 +287,11 @@ def judge(analysis: Analysis, target: Counters, baseline: Counters | None) -> Ve
             failures.append(f"mean response {rt} ms > {_ms(bound_ms)} ms ({why})")
         checks["response_vs_stable"] = "fail" if rt > bound_ms else "pass"
 
+    starved = _quantiles(analysis, log, baseline_log, readings, failures)
     if failures:
         return Verdict("fail", "; ".join(failures), readings)
+    if starved is not None:
+        return Verdict("wait", starved, readings)
     return Verdict(
         "pass",
         f"healthy: {target.requests} requests, 5xx ratio {ratio:.3g}, mean response {rt} ms",

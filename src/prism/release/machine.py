@@ -562,7 +562,7 @@ def _analyse(
 
 def _window(
     target: Counters | None, baseline: Counters | None
-) -> dict[str, dict[str, int] | None] | None:
+) -> dict[str, dict[str, Any] | None] | None:
     if target is None:
         return None
     return {"target": target.to_dict(), "baseline": baseline.to_dict() if baseline else None}

@@ -72,6 +72,12 @@ class Analysis(_Frozen):
     color the release moves traffic from, over the same window; ``*_floor``
     keeps tiny baselines from making every blip a failure.
 
+    With the request log (``prism serve`` receives one line per request from
+    HAProxy), the counts judged are the log's exact ones, and the ``max_p*``
+    ceilings judge response-time quantiles over the same window. A quantile
+    rule waits until the window's log holds ``min_requests`` lines: without log
+    data it never passes.
+
     Each tick's reading is pass, fail, inconclusive (still too little data
     after ``max_wait_ms``) or error (no reading at all). Per step, the release
     rolls back at the ``failure_limit + 1``-th failed reading, and *holds* (and
@@ -86,6 +92,12 @@ class Analysis(_Frozen):
     max_mean_response_ms: int | None = Field(default=2000, ge=1, le=3_600_000)
     max_response_vs_stable: float | None = Field(default=3.0, ge=1, le=1000)
     response_floor_ms: int = Field(default=50, ge=0, le=60_000)
+    #: response-time quantiles from HAProxy's request log (absolute ceilings, ms)
+    max_p50_response_ms: int | None = Field(default=None, ge=1, le=3_600_000, strict=True)
+    max_p95_response_ms: int | None = Field(default=None, ge=1, le=3_600_000, strict=True)
+    max_p99_response_ms: int | None = Field(default=None, ge=1, le=3_600_000, strict=True)
+    #: the target's p99 may be at most this many times stable's (at least response_floor_ms)
+    max_p99_vs_stable: float | None = Field(default=None, ge=1, le=1000)
     tick_ms: DurationMs = Field(default=1000, ge=100, le=600_000)
     #: None: 10 s, stretched to one tick and shrunk to MAX_WINDOW_TICKS ticks as needed
     window_ms: DurationMs | None = Field(default=None, ge=100, le=600_000)

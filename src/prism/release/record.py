@@ -65,8 +65,8 @@ class Sample(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     at: float
-    target: dict[str, int]
-    baseline: dict[str, int] | None = None
+    target: dict[str, Any]
+    baseline: dict[str, Any] | None = None
 
 
 class Budget(BaseModel):
@@ -119,7 +119,7 @@ class ReleaseRecord(BaseModel):
     paused_at: float | None = None
     analysis: Analysis = Analysis()
     #: HAProxy counters of the target and the baseline when the analysis window began
-    window: dict[str, dict[str, int] | None] | None = None
+    window: dict[str, dict[str, Any] | None] | None = None
     #: one sample per tick over the sliding analysis window, oldest first
     samples: tuple[Sample, ...] = ()
     #: the current step's failed, inconclusive and missing readings

@@ -76,6 +76,8 @@ class ServiceOptions:
     converge_timeout: float = 15.0
     #: seconds between samples of HAProxy's counters (the dashboard's charts)
     sample_interval: float = 5.0
+    #: log one request in this many to Prism (0: no request log; None: as last time, else 1)
+    request_log_sample: int | None = None
 
 
 @dataclass(frozen=True)
@@ -105,9 +107,10 @@ class Prism:
                     store, binary, paths.staging, converge_timeout=options.converge_timeout
                 )
             else:
-                plane = LocalDataPlane.for_node(
-                    paths, node_settings(paths, options.admin_port), binary
+                settings = node_settings(
+                    paths, options.admin_port, request_log_sample=options.request_log_sample
                 )
+                plane = LocalDataPlane.for_node(paths, settings, binary)
             async with _running(options, store, plane) as services:
                 yield cls(paths, store, plane, services)
         finally:
@@ -153,7 +156,12 @@ async def _running(
     def role() -> str:
         return "leader" if leadership is None or leadership.leading else "follower"
 
-    status = StatusService(store, plane, role=role)
+    status = StatusService(
+        store,
+        plane,
+        role=role,
+        counters=fleet.reported_counters if fleet is not None else None,
+    )
     local = plane if isinstance(plane, LocalDataPlane) else None
     telemetry = TelemetryService(
         store,
@@ -207,6 +215,7 @@ async def _running(
                 await plane.supervisor.stop()
             else:
                 await plane.supervisor.detach()
+            plane.stop_receiving()
         elif isinstance(plane, FleetDataPlane):
             await plane.close()
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from prism.core.buckets import layout_ranges
 from prism.core.model import SLOT_PREFIX, App, backend_name
-from prism.core.readings import ServerReading
+from prism.core.readings import Counters, ServerReading
 from prism.core.state import DesiredState
 from prism.dataplane.base import DataPlane
 from prism.errors import InvalidInput, PrismError
@@ -74,16 +74,29 @@ def _node_reading(reading: ServerReading) -> dict[str, Any]:
     return found
 
 
+def _logged(counters: Counters | None) -> dict[str, Any] | None:
+    if counters is None or counters.log is None:
+        return None
+    return counters.log.summary()
+
+
 class StatusService:
     """``prism status``, ``prism health`` and ``prism history``."""
 
     def __init__(
-        self, store: Store, plane: DataPlane, *, role: Callable[[], str] = lambda: "leader"
+        self,
+        store: Store,
+        plane: DataPlane,
+        *,
+        role: Callable[[], str] = lambda: "leader",
+        counters: Callable[[Sequence[str]], Awaitable[dict[str, Counters]]] | None = None,
     ) -> None:
         self.store = store
         self.plane = plane
         #: "leader" when this control plane drives releases, else "follower"
         self.role = role
+        #: how one app's counters are read (a fleet: from the nodes' last reports, no poll)
+        self.counters = counters or plane.counters
 
     async def health(self) -> dict[str, Any]:
         state = await load_state(self.store)
@@ -116,7 +129,9 @@ class StatusService:
         return {"forgotten": node}
 
     async def status(self, app_name: str | None = None) -> list[dict[str, Any]]:
-        """Per app: weights, buckets, servers with their exact health, pins, latest release."""
+        """Per app: weights, buckets, servers with their exact health, pins, latest release;
+        for one app, each color's request log too (counts and p50/p95/p99 since Prism
+        started, None without one)."""
         state = await load_state(self.store)
         apps = [state.spec.app(app_name)] if app_name else list(state.spec.apps)
         # one app: only its backends, not a row per server of the whole configuration
@@ -125,12 +140,19 @@ class StatusService:
             readings = await self.plane.servers(backends if app_name else [])
         except PrismError:
             readings = []  # status still answers: every server shows UNKNOWN
+        counters: dict[str, Counters] = {}
+        if app_name:
+            try:
+                counters = await self.counters(backends)
+            except PrismError:
+                counters = {}
         info = await self.plane.info()
         by_server: dict[tuple[str, str], list[ServerReading]] = {}
         for reading in readings:
             by_server.setdefault((reading.backend, reading.server), []).append(reading)
         return [
-            await self._app_status(state, app, by_server, info.applied_revision) for app in apps
+            await self._app_status(state, app, by_server, info.applied_revision, counters)
+            for app in apps
         ]
 
     async def _app_status(
@@ -139,6 +161,7 @@ class StatusService:
         app: App,
         readings: dict[tuple[str, str], list[ServerReading]],
         applied: int,
+        counters: dict[str, Counters],
     ) -> dict[str, Any]:
         routing = state.routing_for(app)
         ranges = layout_ranges(routing.layout)
@@ -192,6 +215,7 @@ class StatusService:
                     "buckets": [f"{lo}-{hi}" for lo, hi, c in ranges if c == color.name],
                     "discovery": color.discovery.model_dump() if color.discovery else None,
                     "servers": servers,
+                    "requests": _logged(counters.get(backend)),
                 }
             )
         releases = await stored_releases(self.store, app.name)

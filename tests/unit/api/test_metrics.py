@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from prism.core.readings import Counters
+from prism.core.requestlog import Recorder
 from tests.unit.api.conftest import Api
 
 
@@ -84,3 +89,30 @@ async def test_api_latency_is_a_histogram_by_route_template(api: Api) -> None:
     )
     assert count >= 1
     assert not any("shop" in dict(labels).get("route", "") for _, labels in samples)
+
+
+async def test_request_log_as_counts_by_class_and_a_histogram(api: Api) -> None:
+    """A color's request log: requests by status class, and a response-time histogram whose
+    buckets are cumulative and whose count is every logged request."""
+    recorder = Recorder()
+    for ms in [3] * 50 + [40] * 40 + [900] * 10:
+        recorder.add("shop.green", 503 if ms == 900 else 200, ms)
+    api.plane.counters_by_backend["shop.green"] = Counters(
+        100, 10, 90, recorder.snapshot("shop.green")
+    )
+    samples = await _samples(api)
+    at = functools.partial(_at, samples, app="shop", color="green")
+    assert at("prism_request_log_requests_total", **{"class": "2xx"}) == 90
+    assert at("prism_request_log_requests_total", **{"class": "5xx"}) == 10
+    name = "prism_request_log_response_seconds_bucket"
+    assert at(name, le="0.005") == 50
+    assert at(name, le="0.05") == 90
+    assert at(name, le="0.5") == 90
+    assert at(name, le="1.0") == 100
+    assert at(name, le="+Inf") == 100
+    assert at("prism_request_log_response_seconds_count") == 100
+    assert at("prism_request_log_response_seconds_sum") == pytest.approx(10.75, rel=0.02)
+    assert (
+        "prism_request_log_response_seconds_count",
+        (("app", "shop"), ("color", "blue")),
+    ) not in samples

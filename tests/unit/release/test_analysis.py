@@ -8,8 +8,10 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from prism.core.readings import Counters
+from prism.core.requestlog import MAX_RELATIVE_ERROR, Recorder
 from prism.errors import InvalidInput
 from prism.release.analysis import Verdict, delta, judge
 from prism.release.plan import Analysis
@@ -280,6 +282,14 @@ def test_readings_hold_every_number_and_threshold() -> None:
     verdict = judge(Analysis(), Counters(200, 9, 301), Counters(200, 4, 100))
     assert verdict.outcome == "fail"
     assert verdict.readings == {
+        "source": "counters",
+        "log": None,
+        "baseline_log": None,
+        "max_p50_response_ms": None,
+        "max_p95_response_ms": None,
+        "max_p99_response_ms": None,
+        "max_p99_vs_stable": None,
+        "p99_limit_ms_vs_stable": None,
         "requests": 200,
         "errors_5xx": 9,
         "ratio_5xx": 0.045,
@@ -302,6 +312,10 @@ def test_readings_hold_every_number_and_threshold() -> None:
             "5xx_ratio_vs_stable": "fail",
             "mean_response": "pass",
             "response_vs_stable": "fail",
+            "p50_response": "off",
+            "p95_response": "off",
+            "p99_response": "off",
+            "p99_vs_stable": "off",
         },
     }
 
@@ -316,6 +330,10 @@ def test_readings_say_which_rules_were_skipped() -> None:
         "5xx_ratio_vs_stable": "no baseline",
         "mean_response": "off",
         "response_vs_stable": "no baseline",
+        "p50_response": "off",
+        "p95_response": "off",
+        "p99_response": "off",
+        "p99_vs_stable": "off",
     }
     assert verdict.readings["ratio_5xx_limit_vs_stable"] is None
 
@@ -344,3 +362,88 @@ def test_verdict_to_dict_is_plain_data() -> None:
         "readings": verdict.readings,
     }
     assert isinstance(verdict, Verdict)
+
+
+def _logged(times: list[int], errors: int = 0, every: int = 1) -> Counters:
+    """Counters whose request log holds ``times`` (the last ``errors`` of them 5xx)."""
+    recorder = Recorder(every)
+    for index, ms in enumerate(times):
+        recorder.add("b", 500 if index >= len(times) - errors else 200, ms)
+    log = recorder.snapshot("b")
+    # HAProxy's own counters disagree on purpose: the log's counts must win
+    return Counters(len(times) + 7, 0, 10, log)
+
+
+def test_p99_above_its_ceiling_fails_and_below_passes() -> None:
+    """max_p99_response_ms judges the log's p99: 99 fast and 2 slow requests fail a 500 ms
+    ceiling; the same ceiling passes when every request is fast."""
+    slow = _logged([20] * 98 + [900] * 2)
+    verdict = judge(Analysis(max_p99_response_ms=500), slow, None)
+    assert verdict.outcome == "fail"
+    assert re.search(r"p99 response (8[89]\d|9[01]\d) ms > 500 ms \(100 logged\)", verdict.message)
+    assert verdict.readings["checks"]["p99_response"] == "fail"
+    assert verdict.readings["log"]["p99_ms"] == pytest.approx(900, rel=MAX_RELATIVE_ERROR)
+    fast = judge(Analysis(max_p99_response_ms=500), _logged([20] * 100), None)
+    assert fast.outcome == "pass"
+    assert fast.readings["checks"]["p99_response"] == "pass"
+
+
+def test_p50_and_p95_ceilings() -> None:
+    """p50 and p95 have their own ceilings, reported together when both fail."""
+    times = list(range(1, 101))
+    verdict = judge(Analysis(max_p50_response_ms=40, max_p95_response_ms=90), _logged(times), None)
+    assert verdict.outcome == "fail"
+    assert re.search(r"p50 response (49|50|51) ms > 40 ms", verdict.message)
+    assert re.search(r"p95 response (9[3-7]) ms > 90 ms", verdict.message)
+
+
+def test_exact_log_counts_replace_the_counters() -> None:
+    """With every request logged, the 5xx ratio is the log's own count (source: log)."""
+    verdict = judge(Analysis(max_5xx_ratio=0.05), _logged([10] * 100, errors=10), None)
+    assert verdict.outcome == "fail"
+    assert verdict.readings["source"] == "log"
+    assert verdict.readings["requests"] == 100
+    assert verdict.readings["errors_5xx"] == 10
+    assert "10 of 100 requests" in verdict.message
+
+
+def test_sampled_log_keeps_the_counters_for_counts() -> None:
+    """A log sampled 1:10 judges quantiles, not counts: those stay HAProxy's."""
+    verdict = judge(Analysis(max_p99_response_ms=500), _logged([10] * 100, every=10), None)
+    assert verdict.outcome == "pass"
+    assert verdict.readings["source"] == "counters"
+    assert verdict.readings["requests"] == 107
+
+
+def test_quantile_rule_without_log_data_waits() -> None:
+    """A p99 ceiling with no log (or too few lines) never passes: the tick waits; a failing
+    counter rule still fails."""
+    waiting = judge(Analysis(max_p99_response_ms=500), Counters(100, 0, 10), None)
+    assert waiting.outcome == "wait"
+    assert "waiting for request-log data: 0/20" in waiting.message
+    assert waiting.readings["checks"]["p99_response"] == "no log data"
+    failing = judge(Analysis(max_p99_response_ms=500), Counters(100, 50, 10), None)
+    assert failing.outcome == "fail"
+
+
+def test_p99_vs_stable() -> None:
+    """p99 above factor x stable's p99 (at least the floor) fails; no baseline log: skipped."""
+    analysis = Analysis(max_p99_vs_stable=2.0, response_floor_ms=50)
+    target, stable = _logged([300] * 100), _logged([100] * 100)
+    verdict = judge(analysis, target, stable)
+    assert verdict.outcome == "fail"
+    assert "x stable" in verdict.message
+    assert verdict.readings["p99_limit_ms_vs_stable"] == pytest.approx(200, rel=0.05)
+    alone = judge(analysis, target, Counters(100, 0, 10))
+    assert alone.readings["checks"]["p99_vs_stable"] == "no baseline"
+    assert alone.outcome == "pass"
+
+
+def test_quantile_thresholds_are_validated() -> None:
+    """Ceilings are whole ms from 1 to an hour; the factor 1..1000."""
+    with pytest.raises(ValidationError, match="max_p99_response_ms"):
+        Analysis(max_p99_response_ms=0)
+    with pytest.raises(ValidationError, match="max_p95_response_ms"):
+        Analysis(max_p95_response_ms=3_600_001)
+    with pytest.raises(ValidationError, match="max_p99_vs_stable"):
+        Analysis(max_p99_vs_stable=0.5)
