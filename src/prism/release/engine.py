@@ -10,6 +10,18 @@ answer -- calls :func:`~prism.release.machine.step`, **saves** the new record
 pause/promote/abort is never lost), **then** performs the actions: webhook
 events, and at most one traffic action (a share change through
 :meth:`Traffic.set_weights`, or a drain), whose outcome is the next event.
+A step whose action changes the routing is saved *in that change's own
+commit* (:class:`~prism.dataplane.change.Along`): the record naming the share
+change in flight and the new routing land in one transaction, before the data
+plane converges, and a refused convergence reverts the routing but keeps the
+record, which learns of the refusal as ``ShareFailed``.
+
+Starting a release saves nothing before the gates, which only read (one
+reading of every color serves the health gate and the ready counts). A
+driving engine then takes the first Tick at once from those readings when it
+needs no other (no confirm hook): for blue/green the running record, the
+switch and both audit entries are one fsync'd commit, and the release's task
+goes on from the outcome.
 
 Waiting goes through the injected :class:`~prism.types.Clock`, raced against
 a wake-up, so a person's command acts at once and a fake clock passes a pause
