@@ -505,11 +505,11 @@ class ReleaseEngine:
         along: Along | None = None
         if expect is not None:
             key = release_key(record.app, record.to_color)
-            audit = _audit_of(result)
             along = Along(
                 [Put(key, dump(record))],
                 expect=[Compare(key, expect)],
-                audits=() if audit is None else (_draft(record, audit),),
+                # a started release's first step carries its start's entry too
+                audits=[_draft(record, a) for a in result.actions if isinstance(a, Audit)],
                 landed=self._landed,
             )
         try:
