@@ -489,16 +489,22 @@ def prism_command() -> list[str]:
 
 @contextlib.contextmanager
 def run_prism(
-    ctx: BenchContext, state_dir: Path, *, nofile: int | None = None
+    ctx: BenchContext,
+    state_dir: Path,
+    *,
+    nofile: int | None = None,
+    prism: Sequence[str] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[PrismServer]:
     """``prism serve`` on free ports; it and its HAProxy are stopped by PID on exit.
 
     ``nofile`` sets its soft open-files limit (``ulimit -Sn``), from which Prism
-    derives HAProxy's ``maxconn``; the process keeps its PID (exec).
+    derives HAProxy's ``maxconn``; the process keeps its PID (exec). ``prism``
+    replaces the command that runs Prism's command line, ``env`` its environment.
     """
     port, admin_port = free_port(), free_port()
     command = [
-        *prism_command(),
+        *(prism if prism is not None else prism_command()),
         "--state-dir",
         str(state_dir),
         "serve",
@@ -515,7 +521,7 @@ def run_prism(
     ]
     if nofile is not None:
         command = with_open_files_limit(command, nofile)
-    process = ManagedProcess(command, name="prism-serve")
+    process = ManagedProcess(command, name="prism-serve", env=env)
     haproxy_pid: int | None = None
     http: httpx.Client | None = None
     try:

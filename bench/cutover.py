@@ -87,6 +87,8 @@ def run(ctx: BenchContext) -> Section:
                         "stable": "blue",
                         "check": {"path": "/healthz", "inter_ms": "200ms", "rise": 2, "fall": 2},
                         "drain_timeout_ms": "5s",
+                        # every gate on: the smoke request runs before each switch
+                        "smoke": {"path": "/healthz"},
                         "colors": [
                             {"name": b.color, "version": b.version, "servers": [b.address]}
                             for b in (blue, green)
@@ -269,8 +271,10 @@ def _report(
         "process hammering that listener (probe rate: "
         f"{resolution}). The manual flow polls every {interval:g} s "
         "(seed 001 sleeps 1 s) — the servers are already UP, so its first poll passes and "
-        "the sleep only delays its return, not its cutover. Prism's call returns after the "
-        "health gate, the switch, the read-back and the drain of the old color.\n\n"
+        "the sleep only delays its return, not its cutover. Prism's call runs the health "
+        "gate and a smoke request through its listener to the new color, saves the release "
+        "and the new routing (fsync'd), writes the map file (fsync'd), sends the map change "
+        "and reads it back; it returns after the drain of the old color.\n\n"
         + table(
             ["method", "n", "p50 ms", "p99 ms", "call returns after, p50 ms"],
             rows,

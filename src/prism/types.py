@@ -32,6 +32,7 @@ __all__ = [
     "RuntimeTransport",
     "Store",
     "WatchEvent",
+    "audits_of",
 ]
 
 
@@ -148,7 +149,8 @@ class Store(Protocol):
 
     * ``commit`` applies puts and deletes atomically, only if every ``Compare``
       holds (else raises :class:`prism.errors.Conflict` and changes nothing),
-      returns the new revision, and records ``audit`` under that revision.
+      returns the new revision, and records ``audit`` under that revision
+      (several drafts: one entry each, in order, all in that one transaction).
     * ``record`` adds an audit entry that changes no state (a refused release);
       it carries the current revision.
     * ``stamp`` is ``(entries, newest mod_revision)`` under a prefix: cheap,
@@ -177,7 +179,7 @@ class Store(Protocol):
         ops: Sequence[Put | Delete],
         *,
         expect: Sequence[Compare] = (),
-        audit: AuditDraft | None = None,
+        audit: AuditDraft | Sequence[AuditDraft] | None = None,
     ) -> int: ...
 
     async def record(self, audit: AuditDraft) -> AuditRecord: ...
@@ -207,3 +209,12 @@ class Clock(Protocol):
     def monotonic(self) -> float: ...
 
     async def sleep(self, seconds: float) -> None: ...
+
+
+def audits_of(audit: AuditDraft | Sequence[AuditDraft] | None) -> tuple[AuditDraft, ...]:
+    """The drafts a commit's ``audit`` argument names (none, one or several), in order."""
+    if audit is None:
+        return ()
+    if isinstance(audit, AuditDraft):
+        return (audit,)
+    return tuple(audit)

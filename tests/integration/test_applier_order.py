@@ -73,3 +73,22 @@ async def test_stale_converge_and_reconcile_leave_the_newer_state(plane: LocalDa
     plane.applier._held.clear()
     await plane.reconcile(newer)
     assert await weights_map(plane) == [("0:99", "shop.green")]
+
+
+async def test_a_change_planned_from_a_map_edited_behind_prisms_back_still_lands(
+    plane: LocalDataPlane,
+) -> None:
+    """A map edited by hand since its last read-back: the change planned from what it was
+    read back to hold fails its read-back, is planned again from HAProxy, and lands."""
+    port = free_port()
+    first = state(1, {"blue": 100}, port)
+    await plane.start(first)
+    await plane.converge(first)
+    path = str(plane.paths.weights_map("shop"))
+    # Behind Prism's back: a second entry that a `set map` of 0:99 leaves in place.
+    await plane.runtime.add_map(path, "100:199", "shop.blue")
+    report = await plane.converge(state(2, {"green": 100}, port))
+    assert await weights_map(plane) == [("0:99", "shop.green")]
+    assert report.mode == "runtime"
+    assert len(report.operations) >= 2  # the change from memory, then the one from HAProxy
+    assert plane.applier.last_error is None

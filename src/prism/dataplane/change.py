@@ -13,6 +13,11 @@ or remove, a release step) is this one sequence:
    ``<action>.reverted``, converge again, and re-raise the original error.
 
 So a refused change leaves the last good state both stored and serving.
+
+A change may carry an :class:`Along`: keys saved in the same transaction (a
+release record naming this very change as in flight, with its audit), so one
+fsync'd commit covers both. They are never undone with the change: the record
+says what was attempted, and its driver learns of the refusal from the error.
 """
 
 from __future__ import annotations
@@ -20,8 +25,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from prism.core.keys import DESIRED
 from prism.dataplane.base import Converged, DataPlane
@@ -29,12 +34,27 @@ from prism.errors import Conflict, PrismError
 from prism.store.desired import load_state
 from prism.types import AuditDraft, Compare, Delete, Entry, Put, Store
 
-__all__ = ["Applied", "Changes"]
+__all__ = ["Along", "Applied", "Changes"]
 
 log = logging.getLogger(__name__)
 
 #: rewritten with every change, so desired state's revision counts deletions too
 _MARK = Put(DESIRED, "{}")
+
+
+@dataclass(slots=True)
+class Along:
+    """Puts committed with a change, in its transaction, and never reverted with it.
+
+    ``revision`` is set once that transaction committed (whatever converging does next),
+    and ``landed`` called with it then, before anything else runs.
+    """
+
+    ops: Sequence[Put]
+    expect: Sequence[Compare] = ()
+    audits: Sequence[AuditDraft] = ()
+    landed: Callable[[int], None] | None = None
+    revision: int | None = field(default=None, init=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +87,10 @@ class Changes:
         audit: AuditDraft,
         expect: Sequence[Compare] = (),
         before: Mapping[str, Entry | None] | None = None,
+        along: Along | None = None,
     ) -> Applied:
-        """Persist ``ops``, converge on the result, undo on refusal (module docstring).
+        """Persist ``ops`` (and ``along``), converge on the result, undo ``ops`` on refusal
+        (module docstring).
 
         ``before`` holds what the touched keys held, when the caller has read
         them already (it must cover every key of ``ops``); else they are read here.
@@ -76,7 +98,17 @@ class Changes:
         if before is None:
             entries = await asyncio.gather(*(self.store.get(op.key) for op in ops))
             before = {op.key: entry for op, entry in zip(ops, entries, strict=True)}
-        revision = await self.store.commit([*ops, _MARK], expect=expect, audit=audit)
+        if along is None:
+            revision = await self.store.commit([*ops, _MARK], expect=expect, audit=audit)
+        else:
+            revision = await self.store.commit(
+                [*ops, *along.ops, _MARK],
+                expect=[*expect, *along.expect],
+                audit=[*along.audits, audit],
+            )
+            along.revision = revision
+            if along.landed is not None:
+                along.landed(revision)
         try:
             converged = await self.plane.converge(await load_state(self.store))
         except PrismError as exc:

@@ -20,8 +20,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import httpx
-
 from prism.clock import SystemClock
 from prism.core.model import App, Spec, split_bind
 from prism.core.pem import CertInfo
@@ -36,7 +34,7 @@ from prism.haproxy.readouts import backend_counters, server_readings
 from prism.haproxy.render import RenderSettings
 from prism.haproxy.runtime import RuntimeClient, UnixSocketTransport
 from prism.haproxy.supervisor import Supervisor
-from prism.node import certs
+from prism.node import certs, smoke
 from prism.node.admission import check_fd_budget, check_ports_free, fd_limit
 from prism.node.applier import Applier
 from prism.node.balancer import Balancer
@@ -71,20 +69,19 @@ async def smoke_request(
     if app.host:
         headers["Host"] = app.host
     # A smoke request checks routing through this node's own listener, not the
-    # certificate, which `prism status` and the certificate read-back cover; and
-    # a verifying client would load the CA bundle on every smoke request, which
-    # cost more than the rest of a cutover.
-    scheme = "https" if tls is not None else "http"
+    # certificate, which `prism status` and the certificate read-back cover.
     try:
-        async with httpx.AsyncClient(
+        status, text = await smoke.get(
+            host,
+            port,
+            app.smoke.path,
+            headers,
+            tls=tls is not None,
             timeout=app.smoke.timeout_ms / 1000,
-            trust_env=False,
-            verify=False,  # noqa: S501 (see above)
-        ) as c:
-            reply = await c.get(f"{scheme}://{host}:{port}{app.smoke.path}", headers=headers)
-    except httpx.HTTPError as exc:
-        return SmokeReply(None, "", str(exc) or type(exc).__name__, node)
-    return SmokeReply(reply.status_code, reply.text, None, node)
+        )
+    except smoke.SmokeError as exc:
+        return SmokeReply(None, "", str(exc), node)
+    return SmokeReply(status, text, None, node)
 
 
 def _tls_sections(spec: Spec) -> list[Tls]:

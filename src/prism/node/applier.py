@@ -15,10 +15,14 @@
 
 Reading every map costs two Runtime API commands per app per apply, which at
 1,000 apps made one weight move take seconds. So the applier remembers the
-text each map was last *read back* to hold, and an apply reads (before
-planning) and verifies (after acting) only the maps whose desired text differs
-from that. The first apply after HAProxy (re)started, and any apply after a
-failed one, reads every map.
+text each map was last *read back* to hold, and an apply changes and verifies
+(after acting) only the maps whose desired text differs from that. It plans
+such a change from the remembered text rather than reading the map first (a
+round trip in front of every cutover); should the read-back then disagree --
+the map was edited behind Prism's back since -- the apply forgets what it
+remembered of those maps and plans once more from what HAProxy holds. A map
+it remembers nothing of is read before planning. The first apply after
+HAProxy (re)started, and any apply after a failed one, reads every map.
 
 Edits made behind Prism's back are found by :meth:`Applier.reconcile`, run
 periodically: it reads every map *without* holding the apply lock (about a
@@ -240,7 +244,10 @@ class Applier:
             self._held.clear()
             self._held_master = self.supervisor.pid
         unsure = [name for name, text in files.maps.items() if self._held.get(name) != text]
-        live_maps = await self._runtime_maps(unsure)
+        # A map read back before is planned from what it was read back to hold
+        # (the read-back after acting catches an edit made since; see above).
+        believed = {n: list(parse_map_text(self._held[n])) for n in unsure if n in self._held}
+        live_maps = believed | await self._runtime_maps(n for n in unsure if n not in believed)
         live_config = self._live_config()
         # Only a config that differs needs the (costly, at 1,000 apps) servers-only test.
         servers_only = (
@@ -275,7 +282,18 @@ class Applier:
         operations = await self._runtime(files, the_plan)
         if the_plan.server_changes:
             operations += await self._servers(state, files, live_config, the_plan.server_changes)
-        await self._verify(files, the_plan.map_changes)
+        try:
+            await self._verify(files, the_plan.map_changes)
+        except Drift:
+            planned_blind = [name for name in the_plan.map_changes if name in believed]
+            if not planned_blind:
+                raise
+            # Edited behind Prism's back since the last read-back: read, plan, act again.
+            log.warning("maps %s were not as last read back; reading them", planned_blind)
+            for name in planned_blind:
+                self._held.pop(name, None)
+            again = await self._apply(state, stage=stage)
+            return ApplyReport(state.revision, again.mode, operations + list(again.operations))
         return ApplyReport(state.revision, "runtime", operations)
 
     async def _stage(self, revision: int, files: RenderedFiles, the_plan: ApplyPlan) -> list[str]:

@@ -10,6 +10,18 @@ answer -- calls :func:`~prism.release.machine.step`, **saves** the new record
 pause/promote/abort is never lost), **then** performs the actions: webhook
 events, and at most one traffic action (a share change through
 :meth:`Traffic.set_weights`, or a drain), whose outcome is the next event.
+A step whose action changes the routing is saved *in that change's own
+commit* (:class:`~prism.dataplane.change.Along`): the record naming the share
+change in flight and the new routing land in one transaction, before the data
+plane converges, and a refused convergence reverts the routing but keeps the
+record, which learns of the refusal as ``ShareFailed``.
+
+Starting a release saves nothing before the gates, which only read (one
+reading of every color serves the health gate and the ready counts). A
+driving engine then takes the first Tick at once from those readings when it
+needs no other (no confirm hook): for blue/green the running record, the
+switch and both audit entries are one fsync'd commit, and the release's task
+goes on from the outcome.
 
 Waiting goes through the injected :class:`~prism.types.Clock`, raced against
 a wake-up, so a person's command acts at once and a fake clock passes a pause
@@ -38,6 +50,7 @@ from prism.core.model import backend_name
 from prism.core.readings import Counters
 from prism.core.shares import set_share
 from prism.dataplane.base import DataPlane
+from prism.dataplane.change import Along
 from prism.errors import (
     Compacted,
     Conflict,
@@ -84,6 +97,8 @@ log = logging.getLogger("prism.release.engine")
 _SETTLED = frozenset({Phase.WAITING, Phase.PAUSED, Phase.HOLDING})
 
 _Key = tuple[str, str]
+#: what a starter leaves its release's driving task: the record, its revision, the next event
+_Handoff = tuple[ReleaseRecord, int, Event]
 
 
 async def stored_releases(store: Store, app: str) -> list[ReleaseRecord]:
@@ -115,6 +130,7 @@ class ReleaseEngine:
         self.drive = drive
         self._tasks: dict[_Key, asyncio.Task[None]] = {}
         self._wake: dict[_Key, asyncio.Event] = {}
+        self._handoff: dict[_Key, _Handoff] = {}
         #: revisions this engine saved, so following the store does not wake it for them
         self._own: set[int] = set()
         self._follower: asyncio.Task[None] | None = None
@@ -204,8 +220,10 @@ class ReleaseEngine:
         Waiting follows the record in the store, so it works whichever process drives it.
         """
         async with self.traffic.lock(app_name):
-            record = await self._begin(app_name, plan, actor, reason)
+            record, handoff = await self._begin(app_name, plan, actor, reason)
         if self.drive:
+            if handoff is not None:
+                self._handoff[(record.app, record.to_color)] = handoff
             self._spawn(record.app, record.to_color, restarted=False)
         if not wait:
             return record
@@ -213,7 +231,15 @@ class ReleaseEngine:
 
     async def _begin(
         self, app_name: str, plan: ReleasePlan, actor: str, reason: str | None
-    ) -> ReleaseRecord:
+    ) -> tuple[ReleaseRecord, _Handoff | None]:
+        """Gate, then save the release: the record, and what its driver goes on from.
+
+        Nothing is saved before the gates, which only read: a refusal saves the
+        refused record, a pass the running one. A driving engine whose first
+        Tick needs nothing observed beyond what the gates just read (no confirm
+        hook) takes that Tick at once, and when it sets a share, saves the record
+        naming it in the share change's own commit (one fsync before the switch).
+        """
         state = await load_state(self.store)
         app = state.spec.app(app_name)
         app.color(plan.to)
@@ -242,12 +268,15 @@ class ReleaseEngine:
             reason=reason,
             at=self.clock.now(),
         )
-        revision = await self._commit(Step(record), existing[1] if existing else 0)
-        gates = await self.traffic.gates(state, app, [plan.to], plan.smoke)
-        up = await self._ready(app.name, [c.name for c in app.colors])
+        # One reading of every color serves the health gate and the ready counts.
+        backends = {c.name: backend_name(app.name, c.name) for c in app.colors}
+        servers = await self.plane.servers(list(backends.values()))
+        gates = await self.traffic.gates(state, app, [plan.to], plan.smoke, servers=servers)
+        up = ready_counts(servers, backends)
         result = machine.step(record, Began(at=self.clock.now(), gates=tuple(gates), up=up))
-        await self._commit(result, revision)
+        expect = existing[1] if existing else 0
         if result.record.phase is Phase.REFUSED:
+            await self._commit(result, expect)
             failed = next(g for g in gates if not g.passed)
             raise GateFailed(
                 f"release of {app.name!r} to {plan.to!r} refused: {failed.message}",
@@ -255,7 +284,24 @@ class ReleaseEngine:
                 f"({format_weights(routing.weights)})",
                 detail={"gate": failed.name, "readings": failed.readings},
             )
-        return result.record
+        if self.drive and machine.wants(result.record).confirm is None:
+            target = backend_name(app.name, plan.to)
+            tick = machine.step(
+                result.record,
+                Tick(
+                    at=self.clock.now(),
+                    weights=routing.weights,
+                    health=health_gate(servers, target, plan.to),
+                    lost=(await self.plane.info()).lost,
+                ),
+            )
+            share = _share_of(tick)
+            if share is not None:
+                both = Step(tick.record, result.actions + tick.actions, tick.wake_in)
+                outcome, revision = await self._share_locked(both, share, expect)
+                return tick.record, (tick.record, revision, outcome)
+        await self._commit(result, expect)
+        return result.record, None
 
     async def _settled(self, app: str, color: str) -> ReleaseRecord:
         """The record once it ended or waits for a person, followed through the store."""
@@ -332,15 +378,22 @@ class ReleaseEngine:
     async def _run(self, app: str, color: str, restarted: bool) -> None:
         key = (app, color)
         while True:
-            found = await self.get(app, color)
-            if found is None or not found[0].active or found[0].phase is Phase.PENDING:
-                return  # ended (or still being started: its starter spawns it again)
-            record, revision = found
+            event: Event
+            handed = self._handoff.pop(key, None)
+            if handed is not None:
+                record, revision, event = handed  # its starter saved it and acted
+            else:
+                found = await self.get(app, color)
+                if found is None or not found[0].active or found[0].phase is Phase.PENDING:
+                    return  # ended (or still being started: its starter spawns it again)
+                record, revision = found
             delay: float | None
             try:
-                if restarted:
+                if handed is not None:
+                    pass
+                elif restarted:
                     restarted = False
-                    event: Event = Restarted(at=self.clock.now())
+                    event = Restarted(at=self.clock.now())
                 else:
                     event = await self._observe(record)
                 delay = await self._drive(record, revision, event)
@@ -357,18 +410,25 @@ class ReleaseEngine:
         """Step, save, act, and feed each outcome back, until the machine waits."""
         while True:
             result = machine.step(record, event)
-            if result.record is not record:
-                try:
-                    revision = await self._commit(result, revision)
-                except Conflict:
-                    return 0.0  # a person (or another process) changed it meanwhile: reload
-            record = result.record
+            changed = result.record is not record
+            share = _share_of(result)
             outcome: Event | None = None
-            for action in result.actions:
-                if isinstance(action, SetShare):
-                    outcome = await self._set_share(record, action)
-                elif isinstance(action, Drain):
-                    outcome = await self._drain(record, action)
+            try:
+                if share is not None:
+                    # saved with the share change itself, when it makes one (one commit)
+                    outcome, saved = await self._set_share(
+                        result, share, revision if changed else None
+                    )
+                    revision = saved if changed else revision
+                else:
+                    if changed:
+                        revision = await self._commit(result, revision)
+                    for action in result.actions:
+                        if isinstance(action, Drain):
+                            outcome = await self._drain(result.record, action)
+            except Conflict:
+                return 0.0  # a person (or another process) changed it meanwhile: reload
+            record = result.record
             if outcome is None:
                 return result.wake_in
             event = outcome
@@ -421,49 +481,82 @@ class ReleaseEngine:
             lost=(await self.plane.info()).lost,
         )
 
-    async def _set_share(self, record: ReleaseRecord, action: SetShare) -> ShareSet | ShareFailed:
-        """Give the target its share, leaving colors other releases move alone."""
+    async def _set_share(
+        self, result: Step, action: SetShare, expect: int | None
+    ) -> tuple[ShareSet | ShareFailed, int]:
+        """Give the target its share (leaving colors other releases move alone) and save
+        ``result`` unless ``expect`` is None (already saved); see :meth:`_share_locked`."""
+        async with self.traffic.lock(result.record.app):
+            return await self._share_locked(result, action, expect)
+
+    async def _share_locked(
+        self, result: Step, action: SetShare, expect: int | None
+    ) -> tuple[ShareSet | ShareFailed, int]:
+        """The share change of ``action``, holding the app's traffic lock.
+
+        With ``expect`` (the record's stored revision), ``result`` is saved first:
+        in the share change's own transaction when there is one, so the record
+        naming the change in flight and the new routing land together; alone
+        otherwise, or when that transaction was refused (then a Conflict on the
+        record itself propagates: reload). Returns the outcome and the record's
+        revision.
+        """
+        record = result.record
+        along: Along | None = None
+        if expect is not None:
+            key = release_key(record.app, record.to_color)
+            along = Along(
+                [Put(key, dump(record))],
+                expect=[Compare(key, expect)],
+                # a started release's first step carries its start's entry too
+                audits=[_draft(record, a) for a in result.actions if isinstance(a, Audit)],
+                landed=self._landed,
+            )
         try:
-            async with self.traffic.lock(record.app):
-                state = await load_state(self.store)
-                app = state.spec.app(record.app)
-                routing = state.routing_for(app)
-                busy = await self.traffic.releasing(app.name) - {record.to_color}
-                donors = [
-                    c.name for c in app.colors if c.name != record.to_color and c.name not in busy
-                ]
-                target = set_share(
-                    routing.weights,
+            state = await load_state(self.store)
+            app = state.spec.app(record.app)
+            routing = state.routing_for(app)
+            busy = await self.traffic.releasing(app.name) - {record.to_color}
+            donors = [
+                c.name for c in app.colors if c.name != record.to_color and c.name not in busy
+            ]
+            target = set_share(
+                routing.weights,
+                record.to_color,
+                action.share,
+                donors=donors,
+                source=action.source,
+                restore=action.restore,
+            )
+            capped: tuple[str, ...] = ()
+            if action.purpose == "rollback" and record.initial_up:
+                up = await self._ready(app.name, list(target))
+                target, capped = cap_rollback(
+                    target,
                     record.to_color,
-                    action.share,
-                    donors=donors,
-                    source=action.source,
-                    restore=action.restore,
+                    record.initial_weights,
+                    record.initial_up,
+                    up,
                 )
-                capped: tuple[str, ...] = ()
-                if action.purpose == "rollback" and record.initial_up:
-                    up = await self._ready(app.name, list(target))
-                    target, capped = cap_rollback(
-                        target,
-                        record.to_color,
-                        record.initial_weights,
-                        record.initial_up,
-                        up,
-                    )
-                ms = None
-                if target != routing.weights:
-                    done = await self.traffic.set_weights(
-                        app,
-                        routing,
-                        target,
-                        actor=record.actor,
-                        action=f"release.{action.purpose}",
-                        reason=record.reason,
-                        detail=dict(action.detail),
-                    )
-                    ms = done["ms"]
+            ms = None
+            if target != routing.weights:
+                done = await self.traffic.set_weights(
+                    app,
+                    routing,
+                    target,
+                    actor=record.actor,
+                    action=f"release.{action.purpose}",
+                    reason=record.reason,
+                    detail=dict(action.detail),
+                    along=along,
+                )
+                ms = done["ms"]
         except PrismError as exc:
-            return ShareFailed(at=self.clock.now(), purpose=action.purpose, error=str(exc))
+            revision = await self._saved(result, expect, along)
+            return ShareFailed(
+                at=self.clock.now(), purpose=action.purpose, error=str(exc)
+            ), revision
+        revision = await self._saved(result, expect, along)
         readings: dict[str, Counters] = {}
         if action.purpose == "step":
             # The counters the new analysis window starts from; none read is no window yet.
@@ -480,7 +573,16 @@ class ReleaseEngine:
             target=readings.get(backend_name(app.name, record.to_color)),
             baseline=readings.get(backend_name(app.name, record.from_color)),
             capped=capped,
-        )
+        ), revision
+
+    async def _saved(self, result: Step, expect: int | None, along: Along | None) -> int:
+        """``result``'s revision once saved: by the share change's commit, or now, alone."""
+        if along is not None and along.revision is not None:
+            self._emit(result)
+            return along.revision
+        if expect is None:
+            return 0  # not ours to save: the caller keeps the revision it has
+        return await self._commit(result, expect)
 
     async def _ready(self, app: str, colors: list[str]) -> dict[str, int]:
         """Ready servers per color, as the data plane sees them now."""
@@ -534,7 +636,7 @@ class ReleaseEngine:
     async def _commit(self, result: Step, expect: int) -> int:
         """Save the step's record (with its audit entry), then send its webhook events."""
         record = result.record
-        audit = next((a for a in result.actions if isinstance(a, Audit)), None)
+        audit = _audit_of(result)
         key = release_key(record.app, record.to_color)
         revision = await self.store.commit(
             [Put(key, dump(record))],
@@ -543,13 +645,23 @@ class ReleaseEngine:
         )
         if self._follower is not None:
             self._own.add(revision)
+        self._emit(result)
+        return revision
+
+    def _landed(self, revision: int) -> None:
+        """A record saved by a share change's commit: following the store skips it."""
+        if self._follower is not None:
+            self._own.add(revision)
+
+    def _emit(self, result: Step) -> None:
+        """Send the saved step's webhook events."""
+        record = result.record
         for action in result.actions:
             if isinstance(action, Emit):
                 event = self._hook_event(
                     record, action.kind, action.seq, dict(action.data), at=action.at
                 )
                 self.webhooks.emit(record.plan.webhooks, event)
-        return revision
 
     def _hook_event(
         self,
@@ -569,6 +681,16 @@ class ReleaseEngine:
             at=self.clock.now() if at is None else at,
             data=data,
         )
+
+
+def _share_of(result: Step) -> SetShare | None:
+    """The step's share change, if it has one (a step has at most one traffic action)."""
+    return next((a for a in result.actions if isinstance(a, SetShare)), None)
+
+
+def _audit_of(result: Step) -> Audit | None:
+    """The step's audit entry, if it has one (at most one)."""
+    return next((a for a in result.actions if isinstance(a, Audit)), None)
 
 
 def _draft(record: ReleaseRecord, audit: Audit) -> AuditDraft:

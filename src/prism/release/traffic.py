@@ -19,9 +19,10 @@ from typing import Any
 from prism.core.buckets import moved_buckets
 from prism.core.keys import RELEASES, dump, routing_key
 from prism.core.model import App, backend_name
+from prism.core.readings import ServerReading
 from prism.core.state import DesiredState, Routing
 from prism.dataplane.base import DataPlane
-from prism.dataplane.change import Changes
+from prism.dataplane.change import Along, Changes
 from prism.errors import GateFailed
 from prism.release.gates import GateResult, health_gate, in_use, smoke_gate
 from prism.release.record import ACTIVE
@@ -73,10 +74,20 @@ class Traffic:
         return found
 
     async def gates(
-        self, state: DesiredState, app: App, colors: list[str], smoke: bool
+        self,
+        state: DesiredState,
+        app: App,
+        colors: list[str],
+        smoke: bool,
+        *,
+        servers: list[ServerReading] | None = None,
     ) -> list[GateResult]:
-        """Health (then smoke) of every color about to get more traffic; stops at a refusal."""
-        servers = await self.plane.servers([backend_name(app.name, c) for c in colors])
+        """Health (then smoke) of every color about to get more traffic; stops at a refusal.
+
+        ``servers``: readings just taken that cover those colors (else they are read here).
+        """
+        if servers is None:
+            servers = await self.plane.servers([backend_name(app.name, c) for c in colors])
         results: list[GateResult] = []
         for color in colors:
             results.append(health_gate(servers, backend_name(app.name, color), color))
@@ -144,8 +155,12 @@ class Traffic:
         action: str,
         reason: str | None,
         detail: dict[str, Any] | None = None,
+        along: Along | None = None,
     ) -> dict[str, Any]:
-        """Persist ``target`` weights, then converge on them; restored if refused."""
+        """Persist ``target`` weights, then converge on them; restored if refused.
+
+        ``along``: keys saved in the same transaction and never restored (a release
+        record naming this change); see :class:`~prism.dataplane.change.Along`."""
         new_route = Routing.moved(routing, target)
         moved = moved_buckets(routing.layout, new_route.layout)
         started = self.clock.monotonic()
@@ -167,6 +182,7 @@ class Traffic:
                 },
                 reason=reason,
             ),
+            along=along,
         )
         return {
             "weights": new_route.weights,

@@ -102,6 +102,7 @@ from prism.types import (
     Lease,
     Put,
     WatchEvent,
+    audits_of,
 )
 
 __all__ = [
@@ -698,7 +699,7 @@ class EtcdStore:
         ops: Sequence[Put | Delete],
         *,
         expect: Sequence[Compare] = (),
-        audit: AuditDraft | None = None,
+        audit: AuditDraft | Sequence[AuditDraft] | None = None,
     ) -> int:
         """Apply ``ops`` in one etcd transaction if every ``expect`` holds; return its revision.
 
@@ -707,7 +708,8 @@ class EtcdStore:
         commit takes a new revision, even one with no ops at all (only an audit).
         """
         _check_ops(ops, expect)
-        body = _audit_body(audit, self._now()) if audit is not None else None
+        drafts = audits_of(audit)
+        bodies = [(d.app, _audit_body(d, self._now())) for d in drafts]
         state = [
             _put(self._kv + op.key.encode(), _encode_value(op.key, op.value), op.lease or 0)
             if isinstance(op, Put)
@@ -715,7 +717,7 @@ class EtcdStore:
             for op in ops
         ]
         leases = sorted({op.lease for op in ops if isinstance(op, Put) and op.lease})
-        if audit is None and not expect and ops and all(_leased(op) for op in ops):
+        if not drafts and not expect and ops and all(_leased(op) for op in ops):
             return await self._plain_puts(state, leases)
         guard = self._guards + secrets.token_hex(16).encode()
         reads = [_get(self._kv + cmp.key.encode()) for cmp in expect]
@@ -737,16 +739,16 @@ class EtcdStore:
             compare = [_mod_is(self._kv + c.key.encode(), c.mod_revision) for c in expect]
             compare.append(_mod_is(guard, 0))
             success = [*state, _put(self._marker, b"")]
-            audit_id = known.audit_id + 1
-            if audit is not None and body is not None:
+            audit_id = known.audit_id + len(bodies)
+            if bodies:
                 compare.append(_mod_is(self._audit_id, known.audit_mod))
-                success += self._audit_ops(audit_id, audit.app, body)
+                success += self._audit_ops(known.audit_id + 1, bodies)
             response = await self._transaction("commit", compare, success, guard, reads, leases)
             if response is None:
                 continue  # the guard lease had ended; a new one is granted
             revision = int(response.header.revision)
             if response.succeeded:
-                learned = _Meta(audit_id, revision, revision) if audit else _Meta(0, 0, revision)
+                learned = _Meta(audit_id, revision, revision) if bodies else _Meta(0, 0, revision)
                 self._known = self._known.newer(learned)
                 return revision
             landed = response.responses[0].response_range.kvs
@@ -797,7 +799,7 @@ class EtcdStore:
                 _mod_is(self._audit_id, known.audit_mod),
                 _mod_is(guard, 0),
             ]
-            success = self._audit_ops(audit_id, audit.app, body)
+            success = self._audit_ops(audit_id, [(audit.app, body)])
             response = await self._transaction(
                 "record an audit entry", compare, success, guard, [], []
             )
@@ -866,17 +868,19 @@ class EtcdStore:
             )
 
     def _audit_ops(
-        self, audit_id: int, app: str | None, body: dict[str, Any]
+        self, first_id: int, bodies: Sequence[tuple[str | None, dict[str, Any]]]
     ) -> builtins.list[_Proto]:
-        if not 0 < audit_id < _ID_SPAN:
-            raise StoreError(f"audit id {audit_id} is out of range", hint="check meta/audit-id")
-        value = _audit_value({**body, "id": audit_id})
-        ops = [
-            _put(self._audit_id, str(audit_id).encode()),
-            _put(self._audit_log + _rid(audit_id), value),
-        ]
-        if app is not None:
-            ops.append(_put(self._app_index(app) + _rid(audit_id), value))
+        """Entries ``first_id``, ``first_id + 1``, ... and the new ``meta/audit-id``
+        (put once: etcd refuses a key twice in one transaction)."""
+        last_id = first_id + len(bodies) - 1
+        if not 0 < first_id <= last_id < _ID_SPAN:
+            raise StoreError(f"audit id {last_id} is out of range", hint="check meta/audit-id")
+        ops = [_put(self._audit_id, str(last_id).encode())]
+        for audit_id, (app, body) in enumerate(bodies, start=first_id):
+            value = _audit_value({**body, "id": audit_id})
+            ops.append(_put(self._audit_log + _rid(audit_id), value))
+            if app is not None:
+                ops.append(_put(self._app_index(app) + _rid(audit_id), value))
         return ops
 
     def _app_index(self, app: str) -> bytes:

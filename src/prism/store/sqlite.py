@@ -49,6 +49,7 @@ from prism.types import (
     Entry,
     Put,
     WatchEvent,
+    audits_of,
 )
 
 __all__ = ["MAX_KEY_LENGTH", "SCHEMA_VERSION", "SqliteLease", "SqliteStore"]
@@ -310,7 +311,7 @@ class SqliteStore:
         ops: Sequence[Put | Delete],
         *,
         expect: Sequence[Compare] = (),
-        audit: AuditDraft | None = None,
+        audit: AuditDraft | Sequence[AuditDraft] | None = None,
     ) -> int:
         """Apply ``ops`` atomically under one new revision if every ``expect`` holds.
 
@@ -319,7 +320,7 @@ class SqliteStore:
         deletes of missing keys, or that has no ops at all (only an audit).
         """
         _check_ops(ops, expect)
-        detail = self._audit_json(audit) if audit else None
+        drafts = [(draft, self._audit_json(draft)) for draft in audits_of(audit)]
         async with self._writing("commit") as conn:
             failed = []
             for cmp in expect:
@@ -351,8 +352,8 @@ class SqliteStore:
             conn.execute("UPDATE counter SET revision = ? WHERE id = 1", (revision,))
             for op in ops:
                 self._apply(conn, op, revision)
-            if audit is not None and detail is not None:
-                self._insert_audit(conn, audit, detail, revision)
+            for draft, detail in drafts:
+                self._insert_audit(conn, draft, detail, revision)
         self._wake_watchers()
         return revision
 

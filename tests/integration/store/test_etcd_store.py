@@ -219,6 +219,26 @@ async def test_empty_commit_with_audit_gets_a_revision(store: EtcdStore) -> None
     assert record.revision == rev
 
 
+async def test_a_commit_with_several_audits_records_each_in_order_at_its_revision(
+    store: EtcdStore,
+) -> None:
+    """Several drafts in one commit: one entry each, with consecutive ids in the order
+    given, all at its revision; the next commit's entry follows them."""
+    rev = await store.commit(
+        [Put("/a", "1")],
+        audit=[AuditDraft("ann", "release.started", "shop"), AuditDraft("ann", "release.step")],
+    )
+    later = await store.commit([], audit=AuditDraft("bob", "note"))
+    records = await store.audit()
+    assert [(r.action, r.revision) for r in records] == [
+        ("note", later),
+        ("release.step", rev),
+        ("release.started", rev),
+    ]
+    assert [r.id for r in records] == [3, 2, 1]
+    assert [r.action for r in await store.audit(app="shop")] == ["release.started"]
+
+
 async def test_list_matches_prefix_literally_and_sorts(store: EtcdStore) -> None:
     """list() returns keys starting with the prefix, sorted; % and _ are not wildcards."""
     keys = ["/apps/b", "/apps/a", "/apps0", "/app", "/a%b/x", "/aXb/x", "/a_b/x", "/a_bb", "/z"]

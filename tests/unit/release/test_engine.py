@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from prism.core.keys import dump, release_key
+from prism.core.keys import dump, release_key, routing_key
 from prism.core.model import Spec, parse_model
 from prism.core.readings import Counters
 from prism.core.state import DesiredState
@@ -36,7 +36,7 @@ from prism.store.sqlite import SqliteStore
 from prism.testing.clock import FakeClock
 from prism.testing.dataplane import FakeDataPlane
 from prism.testing.memory_store import memory_store
-from prism.types import Put
+from prism.types import Put, audits_of
 
 FAST = {"tick_ms": 1000, "min_requests": 20}
 HOOKS = "http://hooks.test"
@@ -402,6 +402,53 @@ async def test_a_refused_step_is_retried_until_it_takes(world: World) -> None:
     assert record.phase is Phase.COMPLETED
     assert [e.name for e in record.steps] == ["health", "retry", "weight", "drain"]
     assert await world.weights() == {"green": 100}
+
+
+async def test_a_cutover_saves_its_record_and_the_new_routing_in_one_commit_first(
+    world: World,
+) -> None:
+    """Blue/green: nothing is saved before the gates; then one commit holds the running
+    record naming the share change in flight, the new routing and both audits, and the
+    data plane converges only after it."""
+    commits: list[tuple[list[str], list[str]]] = []
+    at_converge: list[tuple[int, ReleaseRecord, dict[str, int]]] = []
+    commit = world.store.commit
+
+    async def logged(ops: Any, **kwargs: Any) -> int:
+        drafts = audits_of(kwargs.get("audit"))
+        commits.append(([op.key for op in ops], [d.action for d in drafts]))
+        return await commit(ops, **kwargs)
+
+    def seen(plane: Plane, state: DesiredState) -> None:
+        entry = state.routing_for(state.spec.app("shop")).weights
+        at_converge.append((len(commits), saved[0], dict(entry)))
+
+    saved: list[ReleaseRecord] = []
+
+    async def snapshot() -> None:
+        saved.insert(0, await world.record())
+
+    world.store.commit = logged  # type: ignore[method-assign]
+    original = world.plane.converge
+
+    async def converge(state: DesiredState) -> Any:
+        await snapshot()
+        return await original(state)
+
+    world.plane.converge = converge  # type: ignore[method-assign]
+    world.plane.after_converge = seen
+    record = await start(world, canary(100), wait=True)
+    assert record.phase is Phase.COMPLETED
+    count, first, weights = at_converge[0]
+    assert count == 1  # the first converge follows exactly one commit
+    keys, actions = commits[0]
+    assert release_key("shop", "green") in keys
+    assert routing_key("shop") in keys
+    assert actions == ["release.started", "release.step"]
+    assert first.phase is Phase.RUNNING
+    assert first.inflight == "step"
+    assert [e.name for e in first.steps] == ["health"]
+    assert weights == {"green": 100}
 
 
 async def test_illegal_commands_raise_and_change_nothing(world: World) -> None:

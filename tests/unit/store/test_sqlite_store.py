@@ -160,6 +160,22 @@ async def test_empty_commit_with_audit_gets_a_revision(store: SqliteStore) -> No
     assert record.revision == 1
 
 
+async def test_a_commit_with_several_audits_records_each_in_order_at_its_revision(
+    store: SqliteStore,
+) -> None:
+    """Several drafts in one commit: one entry each, in the order given, all at its revision."""
+    rev = await store.commit(
+        [Put("/a", "1")],
+        audit=[AuditDraft("ann", "release.started", "shop"), AuditDraft("ann", "release.step")],
+    )
+    records = await store.audit()
+    assert [(r.action, r.revision) for r in records] == [
+        ("release.step", rev),
+        ("release.started", rev),
+    ]
+    assert [r.action for r in await store.audit(app="shop")] == ["release.started"]
+
+
 async def test_list_matches_prefix_literally_and_sorts(store: SqliteStore) -> None:
     """list() returns keys starting with the prefix, sorted; % and _ are not wildcards."""
     keys = ["/apps/b", "/apps/a", "/apps0", "/app", "/a%b/x", "/aXb/x", "/a_b/x", "/a_bb", "/z"]
