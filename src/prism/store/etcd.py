@@ -722,13 +722,12 @@ class EtcdStore:
         guard = self._guards + secrets.token_hex(16).encode()
         reads = [_get(self._kv + cmp.key.encode()) for cmp in expect]
         async with self._write_lock:
-            return await self._guarded_commit(expect, audit, body, state, guard, reads, leases)
+            return await self._guarded_commit(expect, bodies, state, guard, reads, leases)
 
     async def _guarded_commit(
         self,
         expect: Sequence[Compare],
-        audit: AuditDraft | None,
-        body: dict[str, Any] | None,
+        bodies: builtins.list[tuple[str | None, dict[str, Any]]],
         state: builtins.list[_Proto],
         guard: bytes,
         reads: builtins.list[_Proto],
