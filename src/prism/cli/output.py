@@ -109,6 +109,9 @@ def format_status(apps: list[dict[str, Any]]) -> str:
                 f"  {mark} {color['name']:<12} {color['version']:<16} {color['weight']:>5}%  "
                 f"{buckets:<16} " + (servers or "(no servers)")
             )
+        for color in app["colors"]:
+            if color.get("requests"):
+                lines.append(f"  request log, {color['name']}: {_logged(color['requests'])}")
         for p in app.get("pins", []):
             lines.append(f"  pin  {p['rule']}: {p['source']} {p['key']} -> {p['color']}")
         tls = app.get("tls")

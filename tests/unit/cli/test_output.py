@@ -173,3 +173,20 @@ def test_release_status_shows_the_percentile_gates_and_each_colors_request_log()
     assert ", p99 <= 300 ms, p99 <= 2x stable" in shown
     assert "request log, green: 120 requests, 2 5xx; p50 12.2 ms, p95 380.5 ms, p99 412 ms" in shown
     assert "request log, blue: 0 requests, 0 5xx (1 in 10 logged); p50 -, p95 -, p99 -" in shown
+
+
+def test_status_shows_each_colors_request_log() -> None:
+    """One app's status: each color with a request log gets a line of counts and p50/p95/p99;
+    a color without one (the log off) gets none."""
+    status = app_status()
+    status["colors"][0]["requests"] = {
+        "requests": 300,
+        "errors_5xx": 31,
+        "every": 1,
+        "p50_ms": 0.0,
+        "p95_ms": 51.5,
+        "p99_ms": 51.5,
+    }
+    text = format_status([status])
+    assert "request log, blue: 300 requests, 31 5xx; p50 0 ms, p95 51.5 ms, p99 51.5 ms" in text
+    assert "request log" not in format_status([app_status()])
