@@ -109,6 +109,9 @@ def format_status(apps: list[dict[str, Any]]) -> str:
                 f"  {mark} {color['name']:<12} {color['version']:<16} {color['weight']:>5}%  "
                 f"{buckets:<16} " + (servers or "(no servers)")
             )
+        for color in app["colors"]:
+            if color.get("requests"):
+                lines.append(f"  request log, {color['name']}: {_logged(color['requests'])}")
         for p in app.get("pins", []):
             lines.append(f"  pin  {p['rule']}: {p['source']} {p['key']} -> {p['color']}")
         tls = app.get("tls")
@@ -153,6 +156,19 @@ def _plan_steps(plan: dict[str, Any]) -> list[str]:
         else:
             out.append("analysis")
     return out
+
+
+def _logged(log: dict[str, Any]) -> str:
+    """A window's request log: counts, then p50/p95/p99 (or "-" without requests)."""
+
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value:g} ms"
+
+    sampled = f" (1 in {log['every']} logged)" if log.get("every", 1) > 1 else ""
+    return (
+        f"{log['requests']} requests, {log['errors_5xx']} 5xx{sampled}; "
+        f"p50 {ms(log['p50_ms'])}, p95 {ms(log['p95_ms'])}, p99 {ms(log['p99_ms'])}"
+    )
 
 
 def format_progress(record: dict[str, Any]) -> str:
@@ -201,12 +217,26 @@ def format_progress(record: dict[str, Any]) -> str:
             if analysis["max_response_vs_stable"]
             else ""
         )
+        + "".join(
+            f", {q} <= {analysis[f'max_{q}_response_ms']} ms"
+            for q in ("p50", "p95", "p99")
+            if analysis.get(f"max_{q}_response_ms")
+        )
+        + (
+            f", p99 <= {analysis['max_p99_vs_stable']:g}x stable"
+            if analysis.get("max_p99_vs_stable")
+            else ""
+        )
     )
     if record.get("verdict"):
         lines.append(
             f"  last analysis: {record['verdict']['outcome']}: {record['verdict']['message']}"
         )
-        judged = (record["verdict"].get("readings") or {}).get("judge")
+        readings = record["verdict"].get("readings") or {}
+        for color, key in ((record["to_color"], "log"), (record["from_color"], "baseline_log")):
+            if readings.get(key):
+                lines.append(f"  request log, {color}: {_logged(readings[key])}")
+        judged = readings.get("judge")
         if judged:
             score = "n/a" if judged["score"] is None else f"{judged['score']:.0f}"
             parts = [

@@ -121,3 +121,72 @@ def test_release_status_shows_the_judge_score_and_the_step_counts() -> None:
         "readings this step: 1 failed, 1 inconclusive, 0 missing in a row; "
         "holding (inconclusive)" in shown
     )
+
+
+def test_release_status_shows_the_percentile_gates_and_each_colors_request_log() -> None:
+    """With p99 ceilings set and log data in the verdict, status names the gates and shows
+    the canary's and stable's logged counts and p50/p95/p99."""
+    plan = ReleasePlan.model_validate(
+        {
+            "to": "green",
+            "steps": [{"weight": 10}, {"pause": "1m"}, {"weight": 100}],
+            "analysis": {"max_p99_response_ms": 300, "max_p99_vs_stable": 2},
+        }
+    )
+    record = propose(
+        id="r1",
+        app="shop",
+        stable="blue",
+        plan=plan,
+        weights={"blue": 100},
+        actor="ci",
+        reason=None,
+        at=1_700_000_000.0,
+    ).model_copy(
+        update={
+            "phase": Phase.RUNNING,
+            "verdict": {
+                "outcome": "fail",
+                "message": "p99 response 412 ms > 300 ms (120 logged)",
+                "readings": {
+                    "log": {
+                        "requests": 120,
+                        "errors_5xx": 2,
+                        "every": 1,
+                        "p50_ms": 12.2,
+                        "p95_ms": 380.5,
+                        "p99_ms": 412.0,
+                    },
+                    "baseline_log": {
+                        "requests": 0,
+                        "errors_5xx": 0,
+                        "every": 10,
+                        "p50_ms": None,
+                        "p95_ms": None,
+                        "p99_ms": None,
+                    },
+                },
+            },
+        }
+    )
+    shown = format_progress(record.summary())
+    assert ", p99 <= 300 ms, p99 <= 2x stable" in shown
+    assert "request log, green: 120 requests, 2 5xx; p50 12.2 ms, p95 380.5 ms, p99 412 ms" in shown
+    assert "request log, blue: 0 requests, 0 5xx (1 in 10 logged); p50 -, p95 -, p99 -" in shown
+
+
+def test_status_shows_each_colors_request_log() -> None:
+    """One app's status: each color with a request log gets a line of counts and p50/p95/p99;
+    a color without one (the log off) gets none."""
+    status = app_status()
+    status["colors"][0]["requests"] = {
+        "requests": 300,
+        "errors_5xx": 31,
+        "every": 1,
+        "p50_ms": 0.0,
+        "p95_ms": 51.5,
+        "p99_ms": 51.5,
+    }
+    text = format_status([status])
+    assert "request log, blue: 300 requests, 31 5xx; p50 0 ms, p95 51.5 ms, p99 51.5 ms" in text
+    assert "request log" not in format_status([app_status()])
