@@ -11,6 +11,10 @@ proxy waits on a slow backend and the difference is the routing itself.
   bucket lookup, the fallback checks.
 * **minimal**: ``frontend`` + ``default_backend`` with one server.
 
+Prism runs with its request log off (``--request-log-sample 0``): like the
+minimal config it logs nothing, so the comparison is the routing rules; what
+the request log costs is section 13.
+
 ``wrk`` runs alternate between the two (order swapped every round). Besides
 throughput and latency, each run records the CPU time the proxy's worker spent
 per request (``/proc/<pid>/stat``): on a machine shared with other work,
@@ -71,6 +75,9 @@ def run(ctx: BenchContext) -> Section:
         static_root, minimal_root, state = work / "static", work / "minimal", work / "state"
         for d in (static_root, minimal_root, state):
             d.mkdir()
+        # Routing alone: the request log is a feature of its own, measured in its
+        # own section (13), and the minimal config logs nothing either.
+        (state / "settings.json").write_text('{"request_log_sample": 0}\n')
         static_port, minimal_port, prism_port = free_port(), free_port(), free_port()
         minimal = haproxy_globals(minimal_root) + (
             "frontend app\n"
