@@ -32,6 +32,7 @@ SECTIONS = [
     "## 11. Fault detection",
     "## 12. Dashboard and /metrics",
     "## 13. Request log",
+    "## 14. CLI start-up",
 ]
 
 
