@@ -129,7 +129,7 @@ Two product bugs the benchmarks ran into, both fixed:
   add itself, with the count and the limit, before HAProxy is touched (section 5
   shows the refusal of 1,000 x 3 x 10 servers at this machine's hard limit).
 
-Found since (issue 14), with `py-spy record --idle --nonblocking -f speedscope`
+Found since, with `py-spy record --idle --nonblocking -f speedscope`
 on `prism serve` for the whole scale section and the event loop's busy stretches
 read off the timeline: the one weight move in 20 that took about 3.5 s at 1,000
 apps waited behind the *reconciler reloading HAProxy back to an older
@@ -156,7 +156,7 @@ time, which loads the CA bundle (140 ms median here under load, 1.7 ms
 without) for a plain-http request: it no longer verifies what cannot be
 verified.
 
-Since (issue 14, item 6), timed with `bench/spans.py` (perf_counter spans
+Since, timed with `bench/spans.py` (perf_counter spans
 around every phase of a release call, on the same clock as the client and
 the probe) and py-spy: of the four commits, the pending one guarded only the
 gates, which read and change nothing, and the other three were saved one
@@ -176,7 +176,7 @@ Section 1 has the breakdown before and after.
 Routing rules, measured as instructions per request with valgrind's
 callgrind (HAProxy with `nbthread 1`, 2,500 minus 500 requests, the
 overhead section's headers): minimal `default_backend` 31,476; the rules
-before issue 14 42,657 (1.355x); the current rules 40,674 (1.292x). What is
+before 42,657 (1.355x); the current rules 40,674 (1.292x). What is
 left above minimal is mostly one header scan per header feature (smoke
 color, pin, cookie, the backend's removal of the smoke key, the response's
 `X-Prism-Color`), the pin and weights map lookups and the dynamic backend
@@ -186,7 +186,7 @@ by more than the difference from round to round.
 Not fixed: the CLI imports httpx (and, when they are installed, the rich and
 pygments its own command line uses) for every command that talks to the
 server: `prism status` cost 0.52 s of CPU against 0.02 s for `python -c pass`
-on the loaded machine (0.58 s before issue 14, same run). `prism --help` no
+on the loaded machine (0.58 s for the previous version, same run). `prism --help` no
 longer imports httpx, ssl or asyncio: 0.27 s of CPU, against 0.42 s before.
 
 Fleet (section 7), profiled with cProfile on a process of 200 light nodes
