@@ -42,7 +42,10 @@ async def plane(tmp_path: Path) -> AsyncIterator[LocalDataPlane]:
     try:
         yield local
     finally:
-        await local.supervisor.stop()
+        try:
+            await local.supervisor.stop()
+        finally:
+            local.stop_receiving()
 
 
 async def weights_map(plane: LocalDataPlane) -> list[tuple[str, str]]:

@@ -81,13 +81,15 @@ async def run_agent(options: NodeOptions) -> None:
         if not stopping.is_set():
             raise  # cancelled by someone else: not ours to swallow
     finally:
-        await agent.close()
-        await store.close()
-        if options.stop_haproxy_on_exit:
-            await plane.supervisor.stop()
-        else:
-            await plane.supervisor.detach()
-        plane.stop_receiving()
+        try:
+            await agent.close()
+            await store.close()
+            if options.stop_haproxy_on_exit:
+                await plane.supervisor.stop()
+            else:
+                await plane.supervisor.detach()
+        finally:
+            plane.stop_receiving()
 
 
 def _stop_on_signals() -> asyncio.Event:

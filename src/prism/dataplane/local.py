@@ -145,15 +145,19 @@ class LocalDataPlane:
         unlogged."""
         if self.requests is not None:
             await self.requests.start()
-        if not self.paths.config.exists():
-            await self.applier.write_initial(state)
-        self.applier.prepare_start(state)
         try:
-            await self.supervisor.start()
-        except ConfigRejected:
-            # What is on disk no longer passes the check: start from freshly rendered files.
-            await self.applier.write_initial(state)
-            await self.supervisor.start()
+            if not self.paths.config.exists():
+                await self.applier.write_initial(state)
+            self.applier.prepare_start(state)
+            try:
+                await self.supervisor.start()
+            except ConfigRejected:
+                # What is on disk no longer passes the check: start from fresh files.
+                await self.applier.write_initial(state)
+                await self.supervisor.start()
+        except BaseException:
+            self.stop_receiving()  # no HAProxy of ours to log: free the port
+            raise
 
     def stop_receiving(self) -> None:
         """Close the request-log receiver (HAProxy's lines then go nowhere)."""

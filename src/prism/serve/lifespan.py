@@ -211,11 +211,13 @@ async def _running(
         await engine.close()
         await webhooks.close()
         if isinstance(plane, LocalDataPlane):
-            if options.stop_haproxy_on_exit:
-                await plane.supervisor.stop()
-            else:
-                await plane.supervisor.detach()
-            plane.stop_receiving()
+            try:
+                if options.stop_haproxy_on_exit:
+                    await plane.supervisor.stop()
+                else:
+                    await plane.supervisor.detach()
+            finally:
+                plane.stop_receiving()
         elif isinstance(plane, FleetDataPlane):
             await plane.close()
 
