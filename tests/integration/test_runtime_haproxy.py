@@ -160,7 +160,8 @@ async def test_show_stat_reports_exact_status_and_counts_requests(
     rows = {(r.proxy, r.server): r for r in await client.show_stat()}
     assert rows[("fe", "FRONTEND")].status == "OPEN"
     assert rows[("shop.blue", "s2")].status == "no check"
-    assert rows[("shop.blue", "s1")].check_status == "L4OK"
+    # "* L4OK" while the next check runs: the row is HAProxy's, verbatim
+    assert rows[("shop.blue", "s1")].check_status in ("L4OK", "* L4OK")
     backend = rows[("shop.blue", "BACKEND")]
     assert (backend.type, backend.stot, backend.hrsp_2xx) == (1, 5, 5)
     assert rows[("fe", "FRONTEND")].req_tot == 5

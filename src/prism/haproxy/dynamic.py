@@ -250,7 +250,7 @@ async def _existing(
         "unchanged",
         address=server.address,
         status=row.status if row else "",
-        check_status=row.check_status if row else "",
+        check_status=row.check_status.removeprefix("* ") if row else "",
         elapsed=elapsed,
     )
 
@@ -336,7 +336,8 @@ async def _reject(
     else:
         what, outcome = "did not come UP after its checks passed", "it was taken out again"
     status = row.status if row else "gone"
-    check_status = row.check_status if row else ""
+    # the last completed check ("* " only says the next one has begun)
+    check_status = row.check_status.removeprefix("* ") if row else ""
     info = row.raw.get("last_chk", "") if row else ""
     last = f"last check {check_status or 'none'}" + (f" ({info})" if info else "")
     left = await _withdraw(runtime, backend, server.name, clock, poll, _ROLLBACK_DELETE_TIMEOUT)
