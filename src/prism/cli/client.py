@@ -127,12 +127,6 @@ class ApiClient:
         if target.token:
             self._headers["Authorization"] = f"Bearer {target.token}"
 
-    def __enter__(self) -> ApiClient:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        return None
-
     def request(self, method: str, path: str, body: Any = None) -> Any:
         payload = b"" if body is None else json.dumps(body).encode()
         head = [f"{method} {self._base}{path} HTTP/1.1", f"Host: {self._authority}"]

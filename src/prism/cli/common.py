@@ -77,8 +77,7 @@ class Ctx:
         return ApiClient(locate(self.url, self.token, self.state_dir, self.cacert))
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
-        with self.client() as api:
-            return api.request(method, path, body)
+        return self.client().request(method, path, body)
 
 
 pass_ctx = click.make_pass_decorator(Ctx)

@@ -79,24 +79,24 @@ def _keep_registered(
 ) -> None:
     joined = False
     try:
-        with ctx.client() as api:
-            while True:
-                began = time.monotonic()
-                try:
-                    answer = api.request("PUT", _url(app, color, name), body)
-                except _TRANSIENT as exc:
-                    click.echo(f"not registered yet: {exc.message}; retrying", err=True)
-                else:
-                    if not joined:
-                        joined = True
-                        if as_json:
-                            echo_json(answer)
-                        else:
-                            click.echo(
-                                f"{app}/{color}: {name} {body['address']} registered "
-                                f"(ttl {ttl:g} s); Ctrl-C deregisters it"
-                            )
-                time.sleep(max(0.0, ttl / 3 - (time.monotonic() - began)))
+        api = ctx.client()
+        while True:
+            began = time.monotonic()
+            try:
+                answer = api.request("PUT", _url(app, color, name), body)
+            except _TRANSIENT as exc:
+                click.echo(f"not registered yet: {exc.message}; retrying", err=True)
+            else:
+                if not joined:
+                    joined = True
+                    if as_json:
+                        echo_json(answer)
+                    else:
+                        click.echo(
+                            f"{app}/{color}: {name} {body['address']} registered "
+                            f"(ttl {ttl:g} s); Ctrl-C deregisters it"
+                        )
+            time.sleep(max(0.0, ttl / 3 - (time.monotonic() - began)))
     finally:
         if joined:
             _leave(ctx, app, color, name)
