@@ -41,7 +41,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def one_run(
-    ctx: BenchContext, label: str, src: Path, rounds: int, *, smoke: bool, with_spans: bool
+    ctx: BenchContext,
+    label: str,
+    src: Path,
+    rounds: int,
+    *,
+    smoke: bool,
+    with_spans: bool,
+    interval_ms: float = 0.0,
 ) -> dict[str, object]:
     specs = [BackendSpec("blue", "v1"), BackendSpec("green", "v2")]
     with backends(specs) as (blue, green), temp_dir(ctx.tmp, "ab-") as work:
@@ -81,8 +88,8 @@ def one_run(
             current = {"manual": "blue", "prism": "blue"}
             calls: dict[str, list[tuple[float, float, str]]] = {"floor": [], "api": []}
             with (
-                run_probe(prism_port, work) as prism_probe,
-                run_probe(manual_port, work) as manual_probe,
+                run_probe(prism_port, work, interval_ms=interval_ms) as prism_probe,
+                run_probe(manual_port, work, interval_ms=interval_ms) as manual_probe,
             ):
                 for _ in range(rounds):
                     for method, side in (("floor", "manual"), ("api", "prism")):
@@ -114,6 +121,7 @@ def one_run(
             "floor p50": pct(latency["floor"], 50),
             "floor p99": pct(latency["floor"], 99),
             "returns p50": pct([(e - b) * 1000 for b, e, _ in calls["api"]], 50),
+            "probe rate": round(prism_probe.rate),
         }
         if with_spans and span_file.exists():
             kept = Path(tempfile.gettempdir()) / f"cutover-spans-{label}.tsv"
@@ -147,6 +155,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1, help="runs of each version")
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--spans", action="store_true")
+    parser.add_argument(
+        "--probe-interval-ms", type=float, default=0.0, help="0: each probe back to back"
+    )
     args = parser.parse_args()
     codes = [(c.split("=", 1)[0], Path(c.split("=", 1)[1]).resolve()) for c in args.code]
     path, version = haproxy_binary()
@@ -155,7 +166,15 @@ def main() -> None:
     for _ in range(args.runs):
         for label, src in codes:
             before = os.getloadavg()[0]
-            result = one_run(ctx, label, src, args.rounds, smoke=args.smoke, with_spans=args.spans)
+            result = one_run(
+                ctx,
+                label,
+                src,
+                args.rounds,
+                smoke=args.smoke,
+                with_spans=args.spans,
+                interval_ms=args.probe_interval_ms,
+            )
             phases = result.pop("phases", None)
             print(f"load before {before:.2f}", result, flush=True)
             if isinstance(phases, dict):

@@ -29,10 +29,19 @@ from prism.testing.processes import ManagedProcess
 
 
 async def probe(
-    port: int, conns: int, max_seconds: float, *, host: str = "127.0.0.1"
+    port: int,
+    conns: int,
+    max_seconds: float,
+    *,
+    host: str = "127.0.0.1",
+    interval: float = 0.0,
 ) -> tuple[list[str], int, int, float]:
     """Busy ``conns`` connections to host:port; the color-change lines, requests, errors
-    and start time (the ``S`` line is the caller's, written when it stops)."""
+    and start time (the ``S`` line is the caller's, written when it stops).
+
+    With ``interval`` (seconds), each connection starts a request at most once per
+    interval, the connections staggered evenly: ``conns / interval`` requests a
+    second, a resolution of ``interval / conns``, and CPU left for the machine."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -44,7 +53,8 @@ async def probe(
     deadline = started + max_seconds
     request = request_bytes(port)
 
-    async def worker() -> None:
+    async def worker(offset: float) -> None:
+        due = time.monotonic() + offset
         while not stop.is_set() and time.monotonic() < deadline:
             try:
                 reader, writer = await asyncio.open_connection(host, port)
@@ -54,6 +64,10 @@ async def probe(
                 continue
             try:
                 while not stop.is_set() and time.monotonic() < deadline:
+                    if interval:
+                        now = time.monotonic()
+                        due = max(due + interval, now)
+                        await asyncio.sleep(due - now)
                     async with asyncio.timeout(5):
                         status, color = await _exchange(reader, writer, request)
                     end = time.monotonic()
@@ -73,7 +87,7 @@ async def probe(
                 with contextlib.suppress(OSError):
                     await writer.wait_closed()
 
-    tasks = [asyncio.create_task(worker()) for _ in range(conns)]
+    tasks = [asyncio.create_task(worker(i * interval / conns)) for i in range(conns)]
     stopper = asyncio.create_task(stop.wait())
     await asyncio.wait([stopper, *tasks], timeout=max_seconds + 5, return_when="FIRST_COMPLETED")
     stop.set()
@@ -107,11 +121,16 @@ class ProbeLog:
 
 
 @contextlib.contextmanager
-def run_probe(port: int, workdir: Path, conns: int = 2) -> Iterator[ProbeLog]:
-    """Run a probe against 127.0.0.1:port; the yielded log fills in when the block ends."""
+def run_probe(
+    port: int, workdir: Path, conns: int = 2, interval_ms: float = 0.0
+) -> Iterator[ProbeLog]:
+    """Run a probe against 127.0.0.1:port; the yielded log fills in when the block ends.
+
+    ``interval_ms``: each connection's least time between requests (0: back to back)."""
     out = workdir / f"probe-{port}.txt"
+    command = [sys.executable, "-m", "bench.probe", str(port), str(out), "--conns", str(conns)]
     process = ManagedProcess(
-        [sys.executable, "-m", "bench.probe", str(port), str(out), "--conns", str(conns)],
+        [*command, "--interval-ms", str(interval_ms)],
         name="probe",
         pipe_stdout=True,
         cwd=Path(__file__).resolve().parent.parent,
@@ -151,8 +170,11 @@ def main() -> None:
     parser.add_argument("out")
     parser.add_argument("--conns", type=int, default=2)
     parser.add_argument("--max-seconds", type=float, default=900)
+    parser.add_argument("--interval-ms", type=float, default=0.0)
     args = parser.parse_args()
-    lines, total, errors, started = asyncio.run(probe(args.port, args.conns, args.max_seconds))
+    lines, total, errors, started = asyncio.run(
+        probe(args.port, args.conns, args.max_seconds, interval=args.interval_ms / 1000)
+    )
     with open(args.out, "w") as out:
         out.write("\n".join(lines) + "\n")
         out.write(f"S {total} {errors} {started:.6f} {time.monotonic():.6f}\n")

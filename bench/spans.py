@@ -16,6 +16,7 @@ from __future__ import annotations
 import atexit
 import functools
 import importlib
+import inspect
 import sys
 import time
 from collections.abc import Callable
@@ -52,6 +53,9 @@ TARGETS: list[tuple[str, str | None, str, str]] = [
     ("prism.store.desired", None, "load_state", "load state"),
     ("prism.haproxy.runtime", "RuntimeClient", "set_map", "set map (runtime)"),
     ("prism.haproxy.runtime", "RuntimeClient", "replace_map", "commit map (runtime)"),
+    ("prism.haproxy.runtime", "RuntimeClient", "execute", "runtime command"),
+    ("prism.node.files", None, "write_atomic", "write file"),
+    ("os", None, "fsync", "fsync"),
 ]
 
 _spans: list[tuple[str, int, int, int]] = []
@@ -59,6 +63,20 @@ _depth = [0]
 
 
 def _wrap(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    if not inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        def timed_sync(*args: Any, **kwargs: Any) -> Any:
+            began = time.perf_counter_ns()
+            _depth[0] += 1
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                _depth[0] -= 1
+                _spans.append((name, began, time.perf_counter_ns(), _depth[0]))
+
+        return timed_sync
+
     @functools.wraps(fn)
     async def timed(*args: Any, **kwargs: Any) -> Any:
         began = time.perf_counter_ns()
@@ -93,6 +111,19 @@ def install(out: Path) -> None:
         for key, value in list(vars(module).items()):
             if id(value) in wrapped and callable(value):
                 setattr(module, key, wrapped[id(value)])
+
+    import gc
+
+    gc_began = [0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_began[0] = time.perf_counter_ns()
+        else:
+            name = f"gc gen{info['generation']}"
+            _spans.append((name, gc_began[0], time.perf_counter_ns(), _depth[0]))
+
+    gc.callbacks.append(on_gc)
 
     def flush() -> None:
         with out.open("a") as f:

@@ -1,12 +1,16 @@
-"""A desired state read before a newer one was applied never puts HAProxy back on it."""
+"""The order of an apply: a desired state read before a newer one was applied never
+puts HAProxy back on it, and a map is on disk before its runtime change."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import prism.node.applier as applier_module
 from prism.core.model import parse_model
 from prism.core.state import DesiredState, Routing
 from prism.dataplane.local import LocalDataPlane
@@ -45,7 +49,7 @@ async def plane(tmp_path: Path) -> AsyncIterator[LocalDataPlane]:
         try:
             await local.supervisor.stop()
         finally:
-            local.stop_receiving()
+            await local.close_sockets()
 
 
 async def weights_map(plane: LocalDataPlane) -> list[tuple[str, str]]:
@@ -95,3 +99,42 @@ async def test_a_change_planned_from_a_map_edited_behind_prisms_back_still_lands
     assert report.mode == "runtime"
     assert len(report.operations) >= 2  # the change from memory, then the one from HAProxy
     assert plane.applier.last_error is None
+
+
+async def test_a_map_is_written_before_its_runtime_change_and_synced_after(
+    plane: LocalDataPlane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The new map file is in place (whole, by rename) before ``set map`` and made
+    durable (fsynced with its directory) right after it, before the apply returns."""
+    port = free_port()
+    first = state(1, {"blue": 100}, port)
+    await plane.start(first)
+    await plane.converge(first)
+    path = plane.paths.weights_map("shop")
+    events: list[str] = []
+    write, sync, set_map = applier_module.write_atomic, applier_module.sync, plane.runtime.set_map
+
+    def recording_write(target: Path, text: str, **kwargs: Any) -> None:
+        events.append(f"write {target.name} durable={kwargs.get('durable', True)}")
+        write(target, text, **kwargs)
+
+    def recording_sync(target: Path) -> None:
+        events.append(f"sync {target.name}")
+        sync(target)
+
+    async def recording_set_map(map_path: str, key: str, value: str) -> None:
+        on_disk = await asyncio.to_thread(Path(map_path).read_text)
+        events.append(f"set map {key} {value} (file has {value}: {value in on_disk})")
+        await set_map(map_path, key, value)
+
+    monkeypatch.setattr(applier_module, "write_atomic", recording_write)
+    monkeypatch.setattr(applier_module, "sync", recording_sync)
+    monkeypatch.setattr(plane.runtime, "set_map", recording_set_map)
+    report = await plane.converge(state(2, {"green": 100}, port))
+    assert report.mode == "runtime"
+    assert events == [
+        f"write {path.name} durable=False",
+        "set map 0:99 shop.green (file has shop.green: True)",
+        f"sync {path.name}",
+    ]
+    assert await weights_map(plane) == [("0:99", "shop.green")]

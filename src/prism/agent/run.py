@@ -89,7 +89,7 @@ async def run_agent(options: NodeOptions) -> None:
             else:
                 await plane.supervisor.detach()
         finally:
-            plane.stop_receiving()
+            await plane.close_sockets()
 
 
 def _stop_on_signals() -> asyncio.Event:

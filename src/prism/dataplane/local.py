@@ -32,7 +32,7 @@ from prism.haproxy.binary import HAProxyBinary
 from prism.haproxy.parsers import StatRow
 from prism.haproxy.readouts import backend_counters, server_readings
 from prism.haproxy.render import RenderSettings
-from prism.haproxy.runtime import RuntimeClient, UnixSocketTransport
+from prism.haproxy.runtime import RuntimeClient, SessionTransport
 from prism.haproxy.supervisor import Supervisor
 from prism.node import certs, smoke
 from prism.node.admission import check_fd_budget, check_ports_free, fd_limit
@@ -125,7 +125,8 @@ class LocalDataPlane:
         """The pieces of one node wired together: its HAProxy's Runtime API client, the
         supervisor (which saves server state through the applier before each reload),
         the applier and the balancer."""
-        runtime = RuntimeClient(UnixSocketTransport(str(paths.admin_socket)))
+        transport = SessionTransport(paths.master_socket, paths.admin_socket)
+        runtime = RuntimeClient(transport)
         applier: Applier | None = None
 
         async def save_state() -> None:
@@ -156,13 +157,18 @@ class LocalDataPlane:
                 await self.applier.write_initial(state)
                 await self.supervisor.start()
         except BaseException:
-            self.stop_receiving()  # no HAProxy of ours to log: free the port
+            if self.requests is not None:
+                self.requests.close()  # no HAProxy of ours to log: free the port
             raise
 
-    def stop_receiving(self) -> None:
-        """Close the request-log receiver (HAProxy's lines then go nowhere)."""
-        if self.requests is not None:
-            self.requests.close()
+    async def close_sockets(self) -> None:
+        """Close the request-log receiver (HAProxy's lines then go nowhere) and the
+        Runtime API sessions (HAProxy keeps serving; a later command connects anew)."""
+        try:
+            if self.requests is not None:
+                self.requests.close()
+        finally:
+            await self.runtime.close()
 
     async def reconcile(self, state: DesiredState) -> None:
         """Find and repair drift (maps edited behind Prism's back, a half-done apply)."""

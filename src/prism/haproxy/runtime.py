@@ -10,12 +10,25 @@ connection of its own, so one client may serve many tasks at once.
 admin socket answers one command and closes unless a ``prompt`` session is
 kept open, and a fresh connection means one failed exchange cannot leave a
 half-read reply behind for the next.
+
+:class:`SessionTransport` keeps ``prompt`` sessions open on the *master* CLI
+and sends each command as ``@1 <command>``, which the master hands to the
+current worker. A command then costs one round trip instead of a connection
+(0.15 ms against 0.5 ms idle here, 0.3 against 1.5 ms under load), and a
+reload cannot leave a session talking to an old worker: a worker's own socket
+is passed to its successor, so a session kept open there would stay with the
+old, stopping worker (and keep it alive), while the master re-executes on
+every reload and closes its sessions. In a session each reply is the reply a
+one-shot connection gets, followed by the master's prompt. Commands that carry
+a payload (``<<``) and commands sent while every session is busy go through a
+one-shot connection to the worker's socket.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Sequence
 from contextlib import suppress
 from types import TracebackType
@@ -40,9 +53,17 @@ from prism.haproxy.parsers import (
 )
 from prism.types import RuntimeTransport
 
-__all__ = ["RuntimeClient", "UnixSocketTransport"]
+__all__ = ["RuntimeClient", "SessionTransport", "UnixSocketTransport"]
 
 _CHUNK = 65536
+
+
+def _encode(text: str) -> bytes:
+    try:
+        return (text + "\n").encode("ascii")
+    except UnicodeEncodeError:
+        # the builders only produce ASCII; anything else was built by hand
+        raise UnsafeArgument("Runtime API commands must be ASCII") from None
 
 
 class UnixSocketTransport:
@@ -70,11 +91,7 @@ class UnixSocketTransport:
 
     async def request(self, text: str) -> str:
         """Send one command and return HAProxy's whole reply."""
-        try:
-            data = (text + "\n").encode("ascii")
-        except UnicodeEncodeError:
-            # the builders only produce ASCII; anything else was built by hand
-            raise UnsafeArgument("Runtime API commands must be ASCII") from None
+        data = _encode(text)
         try:
             async with asyncio.timeout(self.timeout):
                 return await self._exchange(data)
@@ -112,6 +129,158 @@ class UnixSocketTransport:
 
     async def close(self) -> None:
         """Nothing to release: every request uses its own connection."""
+
+
+class _Session:
+    """One open ``prompt`` session on the master CLI."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.prompt = b""
+        self.used = 0.0
+
+    @classmethod
+    async def open(cls, path: str) -> _Session:
+        reader, writer = await asyncio.open_unix_connection(path)
+        session = cls(reader, writer)
+        try:
+            writer.write(b"prompt\n")
+            # The first answer is the prompt alone ("master> " in 2.8).
+            session.prompt = await reader.readuntil(b"> ")
+        except BaseException:
+            session.close()
+            raise
+        return session
+
+    @property
+    def usable(self) -> bool:
+        return not self.reader.at_eof() and not self.writer.is_closing()
+
+    async def exchange(self, data: bytes, max_reply: int) -> bytes:
+        self.writer.write(b"@1 " + data)
+        end = b"\n" + self.prompt
+        reply = bytearray()
+        while not reply.endswith(end):
+            chunk = await self.reader.read(_CHUNK)
+            if not chunk:
+                raise ConnectionResetError("the master closed the session")
+            reply += chunk
+            if len(reply) > max_reply:
+                raise RuntimeAPIError(f"HAProxy's reply exceeds {max_reply} bytes")
+        return bytes(reply[: len(reply) - len(self.prompt)])
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class SessionTransport:
+    """A :class:`~prism.types.RuntimeTransport` through kept-open master CLI sessions
+    (module docstring), with one-shot connections to the worker's socket for the rest.
+
+    At most ``sessions`` are open at once; one idle for ``idle`` seconds is closed
+    before its next use (the master may have timed it out). A read-only command
+    whose session turns out closed before any reply (a reload just now) is sent once
+    more on a new session; any other failure drops the session and raises.
+    """
+
+    def __init__(
+        self,
+        master: str | os.PathLike[str],
+        worker: str | os.PathLike[str],
+        *,
+        timeout: float = 5.0,
+        max_reply: int = 64 * 1024 * 1024,
+        sessions: int = 4,
+        idle: float = 2.0,
+    ) -> None:
+        self.master = os.fspath(master)
+        self.oneshot = UnixSocketTransport(worker, timeout=timeout, max_reply=max_reply)
+        self.timeout = timeout
+        self.max_reply = max_reply
+        self.sessions = sessions
+        self.idle = idle
+        self._free: list[_Session] = []
+        self._open = 0
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"SessionTransport({self.master!r}, worker={self.oneshot.path!r})"
+
+    async def request(self, text: str) -> str:
+        """Send one command and return HAProxy's whole reply (as a one-shot gets it)."""
+        data = _encode(text)
+        if "\n" in text or self._closed or (not self._free and self._open >= self.sessions):
+            return await self.oneshot.request(text)
+        retry = text.startswith(("show ", "get "))
+        while True:
+            session = await self._take()
+            try:
+                async with asyncio.timeout(self.timeout):
+                    reply = await session.exchange(data, self.max_reply)
+            except TimeoutError as exc:
+                self._drop(session)
+                raise RuntimeAPIError(
+                    f"HAProxy did not answer on {self.master} within {self.timeout:g}s",
+                    hint="is HAProxy running and its master socket responsive?",
+                ) from exc
+            except ConnectionError as exc:  # reset, broken pipe: the master closed it
+                self._drop(session)
+                if retry:
+                    retry = False
+                    continue
+                raise RuntimeAPIError(
+                    f"HAProxy's master closed the session on {self.master} ({exc.strerror or exc})",
+                    hint="HAProxy reloaded or restarted meanwhile; the change may not"
+                    " have been applied",
+                ) from exc
+            except OSError as exc:
+                self._drop(session)
+                raise RuntimeAPIError(
+                    f"cannot talk to HAProxy on {self.master}: {exc.strerror or exc}",
+                    hint="check that HAProxy is running with this master socket",
+                ) from exc
+            except BaseException:
+                self._drop(session)  # cancelled mid-reply: nothing after it can trust it
+                raise
+            session.used = time.monotonic()
+            if self._closed:
+                self._drop(session)
+            else:
+                self._free.append(session)
+            # map files may hold any bytes; never fail a read-out on decoding
+            return reply.decode("utf-8", errors="replace")
+
+    async def _take(self) -> _Session:
+        now = time.monotonic()
+        while self._free:
+            session = self._free.pop()
+            if session.usable and now - session.used < self.idle:
+                return session
+            self._drop(session)
+        self._open += 1
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await _Session.open(self.master)
+        except BaseException as exc:
+            self._open -= 1
+            if isinstance(exc, TimeoutError | OSError | asyncio.IncompleteReadError):
+                raise RuntimeAPIError(
+                    f"cannot open a session on HAProxy's master socket {self.master}: {exc}",
+                    hint="check that HAProxy is running in master-worker mode",
+                ) from exc
+            raise
+
+    def _drop(self, session: _Session) -> None:
+        self._open -= 1
+        session.close()
+
+    async def close(self) -> None:
+        """Close every session (a busy one as soon as its command ends); commands
+        sent after this use one-shot connections."""
+        self._closed = True
+        while self._free:
+            self._drop(self._free.pop())
 
 
 class RuntimeClient:
@@ -154,20 +323,22 @@ class RuntimeClient:
 
     async def show_stat(self, *proxies: str) -> list[StatRow]:
         """The rows of ``show stat``: of every frontend, backend and server, or
-        with ``proxies`` only of those, one filtered command each. A proxy that
-        HAProxy does not have contributes no rows, as it would to a full read."""
+        with ``proxies`` only of those, one filtered command each, sent at once. A
+        proxy that HAProxy does not have contributes no rows, as it would to a full
+        read."""
         if not proxies:
             return parse_show_stat(await self.execute(cmd.show_stat()))
-        rows: list[StatRow] = []
-        for proxy in dict.fromkeys(proxies):
-            try:
-                reply = await self.execute(cmd.show_stat(proxy))
-            except RuntimeAPIError as exc:
-                if exc.detail.get("reply") == "No such proxy.":
-                    continue
-                raise
-            rows.extend(parse_show_stat(reply))
-        return rows
+        replies = await asyncio.gather(*(self._show_proxy(p) for p in dict.fromkeys(proxies)))
+        return [row for rows in replies for row in rows]
+
+    async def _show_proxy(self, proxy: str) -> list[StatRow]:
+        try:
+            reply = await self.execute(cmd.show_stat(proxy))
+        except RuntimeAPIError as exc:
+            if exc.detail.get("reply") == "No such proxy.":
+                return []
+            raise
+        return parse_show_stat(reply)
 
     async def show_servers_state(self, backend: str | None = None) -> list[ServerState]:
         """``show servers state``, for one backend or all."""

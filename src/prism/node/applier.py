@@ -48,6 +48,7 @@ from prism.haproxy import commands
 from prism.haproxy.changes import (
     ApplyPlan,
     MapAdd,
+    MapChange,
     MapDel,
     MapReplace,
     MapSet,
@@ -67,7 +68,7 @@ from prism.haproxy.render import (
 from prism.haproxy.runtime import RuntimeClient
 from prism.haproxy.server_state import desired_addresses, filter_server_state
 from prism.haproxy.supervisor import Supervisor
-from prism.node.files import read_text, remove, write_atomic
+from prism.node.files import read_text, remove, sync, write_atomic
 from prism.node.paths import StatePaths
 from prism.types import Clock
 
@@ -361,23 +362,34 @@ class Applier:
 
     async def _runtime(self, files: RenderedFiles, the_plan: ApplyPlan) -> list[str]:
         operations: list[str] = []
-        for name, change in the_plan.map_changes.items():
-            path = self.paths.maps / name
-            write_atomic(path, files.maps[name])  # disk first: a reload must not undo this
-            if isinstance(change, MapSet):
-                await self.runtime.set_map(str(path), change.key, change.value)
-                operations.append(f"set map {name} {change.key} {change.value}")
-            elif isinstance(change, MapAdd):
-                await self.runtime.add_map(str(path), change.key, change.value)
-                operations.append(f"add map {name} {change.key} {change.value}")
-            elif isinstance(change, MapDel):
-                await self.runtime.del_map(str(path), change.key)
-                operations.append(f"del map {name} {change.key}")
-            else:
-                assert isinstance(change, MapReplace)
-                await self.runtime.replace_map(str(path), list(change.entries))
-                operations.append(f"commit map {name} ({len(change.entries)} entries)")
+        written: list[Path] = []
+        try:
+            for name, change in the_plan.map_changes.items():
+                path = self.paths.maps / name
+                # Disk first, so that a reload cannot undo this; the fsyncs wait until
+                # the switch was made (the store's commit already is durable).
+                write_atomic(path, files.maps[name], durable=False)
+                written.append(path)
+                operations.append(await self._map_change(path, name, change))
+        finally:
+            for path in written:
+                sync(path)
         return operations
+
+    async def _map_change(self, path: Path, name: str, change: MapChange) -> str:
+        """Make one planned map change at runtime; the operation, as reported."""
+        if isinstance(change, MapSet):
+            await self.runtime.set_map(str(path), change.key, change.value)
+            return f"set map {name} {change.key} {change.value}"
+        if isinstance(change, MapAdd):
+            await self.runtime.add_map(str(path), change.key, change.value)
+            return f"add map {name} {change.key} {change.value}"
+        if isinstance(change, MapDel):
+            await self.runtime.del_map(str(path), change.key)
+            return f"del map {name} {change.key}"
+        assert isinstance(change, MapReplace)
+        await self.runtime.replace_map(str(path), list(change.entries))
+        return f"commit map {name} ({len(change.entries)} entries)"
 
     async def _servers(
         self,

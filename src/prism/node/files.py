@@ -7,14 +7,17 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["read_text", "remove", "write_atomic"]
+__all__ = ["read_text", "remove", "sync", "write_atomic"]
 
 
-def write_atomic(path: Path, text: str, *, mode: int = 0o644) -> None:
+def write_atomic(path: Path, text: str, *, mode: int = 0o644, durable: bool = True) -> None:
     """Write ``text`` to a temp file beside ``path``, fsync it, rename it over ``path``.
 
     The directory is fsynced too, so the rename itself survives a power cut:
     a map written here before a Runtime API change is what a reload reads.
+    ``durable=False`` leaves both fsyncs to a later :func:`sync` of ``path``: any
+    reader (a reload) sees the whole new file at once all the same, and only a
+    power cut before that sync could bring back the old one.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -22,14 +25,30 @@ def write_atomic(path: Path, text: str, *, mode: int = 0o644) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    if durable:
+        _sync_dir(path.parent)
+
+
+def sync(path: Path) -> None:
+    """Make ``path``'s content and its name in its directory survive a power cut."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    _sync_dir(path.parent)
+
+
+def _sync_dir(directory: Path) -> None:
+    dir_fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:

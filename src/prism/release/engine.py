@@ -270,8 +270,9 @@ class ReleaseEngine:
         )
         # One reading of every color serves the health gate and the ready counts.
         backends = {c.name: backend_name(app.name, c.name) for c in app.colors}
-        servers = await self.plane.servers(list(backends.values()))
-        gates = await self.traffic.gates(state, app, [plan.to], plan.smoke, servers=servers)
+        servers, gates = await self.traffic.read_and_gate(
+            state, app, [plan.to], plan.smoke, list(backends.values())
+        )
         up = ready_counts(servers, backends)
         result = machine.step(record, Began(at=self.clock.now(), gates=tuple(gates), up=up))
         expect = existing[1] if existing else 0

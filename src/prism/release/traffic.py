@@ -79,35 +79,62 @@ class Traffic:
         app: App,
         colors: list[str],
         smoke: bool,
-        *,
-        servers: list[ServerReading] | None = None,
     ) -> list[GateResult]:
-        """Health (then smoke) of every color about to get more traffic; stops at a refusal.
+        """Health (then smoke) of every color about to get more traffic; stops at a refusal."""
+        backends = [backend_name(app.name, c) for c in colors]
+        return (await self.read_and_gate(state, app, colors, smoke, backends))[1]
 
-        ``servers``: readings just taken that cover those colors (else they are read here).
+    async def read_and_gate(
+        self,
+        state: DesiredState,
+        app: App,
+        colors: list[str],
+        smoke: bool,
+        backends: list[str],
+    ) -> tuple[list[ServerReading], list[GateResult]]:
+        """The servers of ``backends`` (which cover ``colors``) and the gates of ``colors``.
+
+        The smoke requests go out while the servers are read (neither waits for the
+        other), but are judged only after every color's health passed: the results
+        stop at the first refusal, health first, as if run one after the other.
         """
-        if servers is None:
-            servers = await self.plane.servers([backend_name(app.name, c) for c in colors])
+        smoking = (
+            asyncio.ensure_future(self._smoke(state, app, colors))
+            if smoke and app.smoke is not None
+            else None
+        )
+        try:
+            servers = await self.plane.servers(backends)
+            results: list[GateResult] = []
+            for color in colors:
+                results.append(health_gate(servers, backend_name(app.name, color), color))
+                if not results[-1].passed:
+                    return servers, results
+            if smoking is not None:
+                results += await smoking
+            return servers, results
+        finally:
+            if smoking is not None:  # unjudged (a refusal came first): stop, and reap it
+                smoking.cancel()
+                await asyncio.gather(smoking, return_exceptions=True)
+
+    async def _smoke(self, state: DesiredState, app: App, colors: list[str]) -> list[GateResult]:
+        assert app.smoke is not None
         results: list[GateResult] = []
         for color in colors:
-            results.append(health_gate(servers, backend_name(app.name, color), color))
-            if not results[-1].passed:
-                return results
-        if smoke and app.smoke is not None:
-            for color in colors:
-                for reply in await self.plane.smoke(state.spec, app, color):
-                    results.append(
-                        smoke_gate(
-                            reply.status,
-                            reply.body,
-                            expect_status=app.smoke.expect_status,
-                            expect_body=app.smoke.expect_body,
-                            error=reply.error,
-                            node=reply.node,
-                        )
+            for reply in await self.plane.smoke(state.spec, app, color):
+                results.append(
+                    smoke_gate(
+                        reply.status,
+                        reply.body,
+                        expect_status=app.smoke.expect_status,
+                        expect_body=app.smoke.expect_body,
+                        error=reply.error,
+                        node=reply.node,
                     )
-                    if not results[-1].passed:
-                        return results
+                )
+                if not results[-1].passed:
+                    return results
         return results
 
     async def gate_or_refuse(

@@ -217,7 +217,7 @@ async def _running(
                 else:
                     await plane.supervisor.detach()
             finally:
-                plane.stop_receiving()
+                await plane.close_sockets()
         elif isinstance(plane, FleetDataPlane):
             await plane.close()
 
