@@ -14,7 +14,9 @@ A step whose action changes the routing is saved *in that change's own
 commit* (:class:`~prism.dataplane.change.Along`): the record naming the share
 change in flight and the new routing land in one transaction, before the data
 plane converges, and a refused convergence reverts the routing but keeps the
-record, which learns of the refusal as ``ShareFailed``.
+record, which learns of the refusal as ``ShareFailed``. The readings and the
+actions are :class:`~prism.release.acting.Acting`'s; saving a step and sending
+its webhook events, :class:`~prism.release.recorder.Recorder`'s.
 
 Starting a release saves nothing before the gates, which only read (one
 reading of every color serves the health gate and the ready counts). A
@@ -44,13 +46,10 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from prism.core.capacity import cap_rollback, ready_counts
-from prism.core.keys import RELEASES, dump, release_key
+from prism.core.capacity import ready_counts
+from prism.core.keys import RELEASES, release_key
 from prism.core.model import backend_name
-from prism.core.readings import Counters
-from prism.core.shares import set_share
 from prism.dataplane.base import DataPlane
-from prism.dataplane.change import Along
 from prism.errors import (
     Compacted,
     Conflict,
@@ -62,34 +61,30 @@ from prism.errors import (
     StoreError,
 )
 from prism.release import machine
+from prism.release.acting import Acting
 from prism.release.events import (
     Abort,
-    Audit,
     Began,
     Drain,
-    Drained,
-    Emit,
     Event,
     Pause,
     Promote,
     Restarted,
     Resume,
     SetShare,
-    ShareFailed,
-    ShareSet,
     Step,
     Tick,
 )
 from prism.release.gates import health_gate
 from prism.release.plan import ReleasePlan, WeightStep
 from prism.release.record import Phase, ReleaseRecord
+from prism.release.recorder import Recorder, stored_releases
 from prism.release.traffic import Traffic, format_weights
-from prism.release.webhooks import Event as HookEvent
-from prism.release.webhooks import WebhookSender, confirm
+from prism.release.webhooks import WebhookSender
 from prism.store.desired import load_state
-from prism.types import AuditDraft, Clock, Compare, Put, Store, WatchEvent
+from prism.types import Clock, Store, WatchEvent
 
-__all__ = ["ReleaseEngine", "release_key", "stored_releases"]
+__all__ = ["ReleaseEngine", "release_key"]
 
 log = logging.getLogger("prism.release.engine")
 
@@ -99,14 +94,6 @@ _SETTLED = frozenset({Phase.WAITING, Phase.PAUSED, Phase.HOLDING})
 _Key = tuple[str, str]
 #: what a starter leaves its release's driving task: the record, its revision, the next event
 _Handoff = tuple[ReleaseRecord, int, Event]
-
-
-async def stored_releases(store: Store, app: str) -> list[ReleaseRecord]:
-    """Every color's latest release of ``app`` as the store holds it, newest first."""
-    found = [
-        ReleaseRecord.model_validate_json(e.value) for e in await store.list(f"{RELEASES}{app}/")
-    ]
-    return sorted(found, key=lambda r: r.started_at, reverse=True)
 
 
 class ReleaseEngine:
@@ -128,11 +115,11 @@ class ReleaseEngine:
         self.clock = clock
         self.webhooks = webhooks
         self.drive = drive
+        self.recorder = Recorder(store, clock, webhooks)
+        self.acting = Acting(store, traffic, plane, clock, self.recorder)
         self._tasks: dict[_Key, asyncio.Task[None]] = {}
         self._wake: dict[_Key, asyncio.Event] = {}
         self._handoff: dict[_Key, _Handoff] = {}
-        #: revisions this engine saved, so following the store does not wake it for them
-        self._own: set[int] = set()
         self._follower: asyncio.Task[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------
@@ -152,10 +139,11 @@ class ReleaseEngine:
                 # Saved just before its first gate: nothing was changed yet.
                 with contextlib.suppress(Conflict):  # its starter got there first
                     result = machine.step(record, Restarted(at=self.clock.now()))
-                    await self._commit(result, entry.mod_revision)
+                    await self.recorder.commit(result, entry.mod_revision)
             elif record.active:
                 self._spawn(record.app, record.to_color, restarted=True)
         if self._follower is None or self._follower.done():
+            self.recorder.following = True
             self._follower = asyncio.create_task(self._follow(revision), name="releases follower")
 
     async def close(self) -> None:
@@ -170,15 +158,13 @@ class ReleaseEngine:
                 await task
         self._tasks.clear()
         self._follower = None
+        self.recorder.following = False
 
     # -- reads ---------------------------------------------------------------
 
     async def get(self, app: str, color: str) -> tuple[ReleaseRecord, int] | None:
         """The latest release record of ``color`` and its store revision, or None."""
-        entry = await self.store.get(release_key(app, color))
-        if entry is None:
-            return None
-        return ReleaseRecord.model_validate_json(entry.value), entry.mod_revision
+        return await self.recorder.get(app, color)
 
     async def records(self, app: str) -> list[ReleaseRecord]:
         """Every color's latest release of ``app``, newest first."""
@@ -277,7 +263,7 @@ class ReleaseEngine:
         result = machine.step(record, Began(at=self.clock.now(), gates=tuple(gates), up=up))
         expect = existing[1] if existing else 0
         if result.record.phase is Phase.REFUSED:
-            await self._commit(result, expect)
+            await self.recorder.commit(result, expect)
             failed = next(g for g in gates if not g.passed)
             raise GateFailed(
                 f"release of {app.name!r} to {plan.to!r} refused: {failed.message}",
@@ -299,9 +285,9 @@ class ReleaseEngine:
             share = _share_of(tick)
             if share is not None:
                 both = Step(tick.record, result.actions + tick.actions, tick.wake_in)
-                outcome, revision = await self._share_locked(both, share, expect)
+                outcome, revision = await self.acting.share_locked(both, share, expect)
                 return tick.record, (tick.record, revision, outcome)
-        await self._commit(result, expect)
+        await self.recorder.commit(result, expect)
         return result.record, None
 
     async def _settled(self, app: str, color: str) -> ReleaseRecord:
@@ -357,7 +343,7 @@ class ReleaseEngine:
         action it may name is left to the driving task, woken here or by the store."""
         record, revision = await self.find(app, color)
         result = machine.step(record, event(self.clock.now()))
-        await self._commit(result, revision)
+        await self.recorder.commit(result, revision)
         if self.drive and result.record.active:
             self._spawn(record.app, record.to_color, restarted=False)
         return result.record
@@ -396,7 +382,7 @@ class ReleaseEngine:
                     restarted = False
                     event = Restarted(at=self.clock.now())
                 else:
-                    event = await self._observe(record)
+                    event = await self.acting.observe(record)
                 delay = await self._drive(record, revision, event)
             except IllegalTransition as exc:
                 log.error("release %s/%s: %s", app, color, exc)  # a bug: don't spin on it
@@ -417,16 +403,16 @@ class ReleaseEngine:
             try:
                 if share is not None:
                     # saved with the share change itself, when it makes one (one commit)
-                    outcome, saved = await self._set_share(
+                    outcome, saved = await self.acting.set_share(
                         result, share, revision if changed else None
                     )
                     revision = saved if changed else revision
                 else:
                     if changed:
-                        revision = await self._commit(result, revision)
+                        revision = await self.recorder.commit(result, revision)
                     for action in result.actions:
                         if isinstance(action, Drain):
-                            outcome = await self._drain(result.record, action)
+                            outcome = await self.acting.drain(result.record, action)
             except Conflict:
                 return 0.0  # a person (or another process) changed it meanwhile: reload
             record = result.record
@@ -448,153 +434,6 @@ class ReleaseEngine:
                     waiting.cancel()
                 await asyncio.gather(*waits, return_exceptions=True)
         wake.clear()
-
-    async def _observe(self, record: ReleaseRecord) -> Tick:
-        """What :func:`machine.wants` for the next Tick of ``record``."""
-        wants = machine.wants(record)
-        if not wants.readings:
-            return Tick(at=self.clock.now())
-        state = await load_state(self.store)
-        app = state.spec.app(record.app)
-        target = backend_name(app.name, record.to_color)
-        baseline = backend_name(app.name, record.from_color)
-        try:
-            servers = await self.plane.servers([target])
-            counters = await self.plane.counters([target, baseline])
-        except PrismError as exc:
-            # no reading at all: the machine counts it against consecutive_error_limit
-            log.warning("release %s/%s: no reading: %s", record.app, record.to_color, exc)
-            return Tick(at=self.clock.now(), weights=state.routing_for(app).weights)
-        answer = None
-        if wants.confirm is not None and record.plan.confirm is not None:
-            ask = wants.confirm
-            question = self._hook_event(
-                record, "step.confirm", ask.seq, {"step": ask.step, "weight": ask.weight}
-            )
-            answer = await confirm(self.webhooks, record.plan.confirm, question)
-        return Tick(
-            at=self.clock.now(),
-            weights=state.routing_for(app).weights,
-            health=health_gate(servers, target, record.to_color),
-            target=counters.get(target),
-            baseline=counters.get(baseline),
-            confirm=answer,
-            lost=(await self.plane.info()).lost,
-        )
-
-    async def _set_share(
-        self, result: Step, action: SetShare, expect: int | None
-    ) -> tuple[ShareSet | ShareFailed, int]:
-        """Give the target its share (leaving colors other releases move alone) and save
-        ``result`` unless ``expect`` is None (already saved); see :meth:`_share_locked`."""
-        async with self.traffic.lock(result.record.app):
-            return await self._share_locked(result, action, expect)
-
-    async def _share_locked(
-        self, result: Step, action: SetShare, expect: int | None
-    ) -> tuple[ShareSet | ShareFailed, int]:
-        """The share change of ``action``, holding the app's traffic lock.
-
-        With ``expect`` (the record's stored revision), ``result`` is saved first:
-        in the share change's own transaction when there is one, so the record
-        naming the change in flight and the new routing land together; alone
-        otherwise, or when that transaction was refused (then a Conflict on the
-        record itself propagates: reload). Returns the outcome and the record's
-        revision.
-        """
-        record = result.record
-        along: Along | None = None
-        if expect is not None:
-            key = release_key(record.app, record.to_color)
-            along = Along(
-                [Put(key, dump(record))],
-                expect=[Compare(key, expect)],
-                # a started release's first step carries its start's entry too
-                audits=[_draft(record, a) for a in result.actions if isinstance(a, Audit)],
-                landed=self._landed,
-            )
-        try:
-            state = await load_state(self.store)
-            app = state.spec.app(record.app)
-            routing = state.routing_for(app)
-            busy = await self.traffic.releasing(app.name) - {record.to_color}
-            donors = [
-                c.name for c in app.colors if c.name != record.to_color and c.name not in busy
-            ]
-            target = set_share(
-                routing.weights,
-                record.to_color,
-                action.share,
-                donors=donors,
-                source=action.source,
-                restore=action.restore,
-            )
-            capped: tuple[str, ...] = ()
-            if action.purpose == "rollback" and record.initial_up:
-                up = await self._ready(app.name, list(target))
-                target, capped = cap_rollback(
-                    target,
-                    record.to_color,
-                    record.initial_weights,
-                    record.initial_up,
-                    up,
-                )
-            ms = None
-            if target != routing.weights:
-                done = await self.traffic.set_weights(
-                    app,
-                    routing,
-                    target,
-                    actor=record.actor,
-                    action=f"release.{action.purpose}",
-                    reason=record.reason,
-                    detail=dict(action.detail),
-                    along=along,
-                )
-                ms = done["ms"]
-        except PrismError as exc:
-            revision = await self._saved(result, expect, along)
-            return ShareFailed(
-                at=self.clock.now(), purpose=action.purpose, error=str(exc)
-            ), revision
-        revision = await self._saved(result, expect, along)
-        readings: dict[str, Counters] = {}
-        if action.purpose == "step":
-            # The counters the new analysis window starts from; none read is no window yet.
-            backends = [backend_name(app.name, c) for c in (record.to_color, record.from_color)]
-            try:
-                readings = await self.plane.counters(backends)
-            except PrismError as exc:
-                log.warning("release %s/%s: %s", record.app, record.to_color, exc)
-        return ShareSet(
-            at=self.clock.now(),
-            purpose=action.purpose,
-            weights=target,
-            ms=ms,
-            target=readings.get(backend_name(app.name, record.to_color)),
-            baseline=readings.get(backend_name(app.name, record.from_color)),
-            capped=capped,
-        ), revision
-
-    async def _saved(self, result: Step, expect: int | None, along: Along | None) -> int:
-        """``result``'s revision once saved: by the share change's commit, or now, alone."""
-        if along is not None and along.revision is not None:
-            self._emit(result)
-            return along.revision
-        if expect is None:
-            return 0  # not ours to save: the caller keeps the revision it has
-        return await self._commit(result, expect)
-
-    async def _ready(self, app: str, colors: list[str]) -> dict[str, int]:
-        """Ready servers per color, as the data plane sees them now."""
-        backends = {color: backend_name(app, color) for color in colors}
-        return ready_counts(await self.plane.servers(list(backends.values())), backends)
-
-    async def _drain(self, record: ReleaseRecord, action: Drain) -> Drained:
-        state = await load_state(self.store)
-        app = state.spec.app(record.app)
-        result = await self.traffic.drain(app, list(action.colors), action.timeout_ms)
-        return Drained(at=self.clock.now(), result=result)
 
     # -- following other processes -------------------------------------------
 
@@ -618,8 +457,7 @@ class ReleaseEngine:
                 await _close(changes)
 
     def _notice(self, change: WatchEvent) -> None:
-        if change.revision in self._own:
-            self._own.discard(change.revision)
+        if self.recorder.ours(change.revision):
             return
         if change.kind != "put" or change.value is None:
             return
@@ -632,87 +470,10 @@ class ReleaseEngine:
         if record.active and record.phase is not Phase.PENDING:
             self._spawn(record.app, record.to_color, restarted=False)
 
-    # -- saving and telling ---------------------------------------------------
-
-    async def _commit(self, result: Step, expect: int) -> int:
-        """Save the step's record (with its audit entry), then send its webhook events."""
-        record = result.record
-        audit = _audit_of(result)
-        key = release_key(record.app, record.to_color)
-        revision = await self.store.commit(
-            [Put(key, dump(record))],
-            expect=[Compare(key, expect)],
-            audit=None if audit is None else _draft(record, audit),
-        )
-        if self._follower is not None:
-            self._own.add(revision)
-        self._emit(result)
-        return revision
-
-    def _landed(self, revision: int) -> None:
-        """A record saved by a share change's commit: following the store skips it."""
-        if self._follower is not None:
-            self._own.add(revision)
-
-    def _emit(self, result: Step) -> None:
-        """Send the saved step's webhook events."""
-        record = result.record
-        for action in result.actions:
-            if isinstance(action, Emit):
-                event = self._hook_event(
-                    record, action.kind, action.seq, dict(action.data), at=action.at
-                )
-                self.webhooks.emit(record.plan.webhooks, event)
-
-    def _hook_event(
-        self,
-        record: ReleaseRecord,
-        kind: str,
-        seq: int,
-        data: dict[str, Any],
-        *,
-        at: float | None = None,
-    ) -> HookEvent:
-        return HookEvent(
-            kind=kind,
-            app=record.app,
-            color=record.to_color,
-            release_id=record.id,
-            seq=seq,
-            at=self.clock.now() if at is None else at,
-            data=data,
-        )
-
 
 def _share_of(result: Step) -> SetShare | None:
     """The step's share change, if it has one (a step has at most one traffic action)."""
     return next((a for a in result.actions if isinstance(a, SetShare)), None)
-
-
-def _audit_of(result: Step) -> Audit | None:
-    """The step's audit entry, if it has one (at most one)."""
-    return next((a for a in result.actions if isinstance(a, Audit)), None)
-
-
-def _draft(record: ReleaseRecord, audit: Audit) -> AuditDraft:
-    detail: dict[str, Any] = {
-        "release": record.id,
-        "from": record.from_color,
-        "to": record.to_color,
-        "phase": record.phase.value,
-        "step_index": record.step,
-    }
-    if audit.message:
-        detail["step"] = {"name": audit.event, "message": audit.message}
-    if audit.readings:
-        detail["readings"] = dict(audit.readings)
-    return AuditDraft(
-        actor=record.actor,
-        action=f"release.{audit.event}",
-        app=record.app,
-        detail=detail,
-        reason=record.reason,
-    )
 
 
 async def _close(changes: AsyncIterator[WatchEvent]) -> None:

@@ -11,7 +11,7 @@ from prism.core.readings import Counters, ServerReading
 from prism.core.state import DesiredState
 from prism.dataplane.base import DataPlane
 from prism.errors import InvalidInput, PrismError
-from prism.release.engine import stored_releases
+from prism.release.recorder import stored_releases
 from prism.services.certs import WARN_DAYS
 from prism.services.pins import pin_list
 from prism.store.desired import load_state
