@@ -524,7 +524,7 @@ def test_haproxy_accepts_config_with_request_log(
     files = render(STATES[name], paths, with_log)
     sample = " sample 1:10" if every == 10 else ""
     assert f"log 127.0.0.1:40123 len 256 format raw{sample} local0 info" in files.config
-    assert 'log-format "prism %b %ST %Ta"' in files.config
+    assert f'log-format "prism {with_log.request_log_key} %b %ST %Ta"' in files.config
     write_files(paths, files)
     result = check_config(haproxy_bin, paths.config)
     output = result.stdout + result.stderr

@@ -113,7 +113,7 @@ class LocalDataPlane:
         self.requests = requests
         if requests is None and settings.request_log_port is not None:
             self.requests = RequestLogReceiver(
-                settings.request_log_port, settings.request_log_sample
+                settings.request_log_port, settings.request_log_key, settings.request_log_sample
             )
         # HAProxy holds one certificate transaction at a time: replacements take turns.
         self._cert_lock = asyncio.Lock()

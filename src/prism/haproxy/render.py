@@ -62,7 +62,7 @@ from prism.core.tls import Tls
 from prism.errors import InvalidInput
 from prism.haproxy.commands import ServerTuning
 from prism.haproxy.layout import HAProxyFiles
-from prism.haproxy.requestlog import log_lines
+from prism.haproxy.requestlog import line_key, log_lines
 from prism.haproxy.rules import (
     app_rules,
     check_pin_key,
@@ -158,6 +158,12 @@ class RenderSettings:
     (see :mod:`prism.haproxy.requestlog`)."""
     request_log_sample: int = 1
     """Log one request in this many (1: every request)."""
+
+    @property
+    def request_log_key(self) -> str:
+        """The key each request-log line starts with, derived from the smoke key."""
+        return line_key(self.smoke_key)
+
     hard_stop_after: str = "60s"
     timeout_connect: str = "5s"
     timeout_client: str = "30s"
@@ -181,11 +187,12 @@ class RenderSettings:
                 f"invalid listen address {str(self.listen_address)[:80]!r}",
                 hint="an IPv4 address or host name of this node, e.g. 10.0.1.11",
             )
-        if self.request_log_port is not None:
-            log_lines(self.request_log_port, self.request_log_sample)  # raises if invalid
         if not isinstance(self.smoke_key, str) or _SMOKE_KEY.fullmatch(self.smoke_key) is None:
             # Never echo the secret itself.
             raise InvalidInput("invalid smoke key", hint="use 16 to 64 letters and digits")
+        if self.request_log_port is not None:
+            # raises if invalid
+            log_lines(self.request_log_port, self.request_log_sample, self.request_log_key)
         for setting in (
             "hard_stop_after",
             "timeout_connect",
@@ -455,7 +462,9 @@ def _global(paths: HAProxyFiles, settings: RenderSettings) -> list[str]:
 def _request_log(settings: RenderSettings) -> tuple[list[str], list[str]]:
     if settings.request_log_port is None:
         return [], []
-    return log_lines(settings.request_log_port, settings.request_log_sample)
+    return log_lines(
+        settings.request_log_port, settings.request_log_sample, settings.request_log_key
+    )
 
 
 def _defaults(settings: RenderSettings) -> list[str]:

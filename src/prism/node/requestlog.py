@@ -2,7 +2,8 @@
 
 HAProxy sends one datagram per logged request to 127.0.0.1:<port> (see
 :mod:`prism.haproxy.requestlog` for the line and the config); this endpoint
-parses each with the pure parser and counts it in a
+parses each with the pure parser (a line without the node's key is counted
+as malformed and dropped) and counts it in a
 :class:`~prism.core.requestlog.Recorder`, which the data plane's counter
 readings then carry. Memory is bounded by the recorder (a fixed number of
 buckets per backend, a bounded number of backends), not by the rate.
@@ -46,7 +47,7 @@ _BATCH = 4096
 PAUSE = 0.02
 
 
-def _drain(sock: socket.socket, recorder: Recorder) -> bool:
+def _drain(sock: socket.socket, recorder: Recorder, prefix: bytes) -> bool:
     """Read the datagrams waiting (up to a batch) and count them; whether none is left.
 
     One read per wake-up, as an asyncio datagram transport does it, spent most of
@@ -62,7 +63,7 @@ def _drain(sock: socket.socket, recorder: Recorder) -> bool:
         except OSError as exc:
             log.debug("request log receiver: %s", exc)
             return True
-        parsed = parse_line(data)
+        parsed = parse_line(data, prefix)
         if parsed is None:
             recorder.malformed += 1
         else:
@@ -73,9 +74,10 @@ def _drain(sock: socket.socket, recorder: Recorder) -> bool:
 class RequestLogReceiver:
     """One UDP socket on loopback, read by the event loop, feeding :attr:`recorder`."""
 
-    def __init__(self, port: int, every: int = 1) -> None:
+    def __init__(self, port: int, key: str, every: int = 1) -> None:
         self.port = port
         self.recorder = Recorder(every)
+        self._prefix = f"prism {key} ".encode("ascii")
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._later: asyncio.TimerHandle | None = None
@@ -115,7 +117,7 @@ class RequestLogReceiver:
         sock, loop = self._sock, self._loop
         assert sock is not None
         assert loop is not None
-        if _drain(sock, self.recorder):
+        if _drain(sock, self.recorder, self._prefix):
             loop.remove_reader(sock.fileno())
             self._later = loop.call_later(PAUSE, self._watch)
 
