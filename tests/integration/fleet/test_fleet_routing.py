@@ -295,6 +295,93 @@ def test_slow_server_weights_and_dns_weights_are_per_node(
             fleet.api("PUT", "/config", {"spec": original})
 
 
+def test_a_canary_slow_on_every_node_is_rolled_back_by_the_fleets_p99(
+    fleet: LocalFleet, shop_port: int, color_servers: dict[str, Backend]
+) -> None:
+    """Green answers 200 after 150 ms: only ``max_p99_response_ms`` can fail the step. The
+    agents' request logs, summed over the nodes that carry the load, give the p99 and the
+    exact counts the rollback names."""
+    original = fleet.api("GET", "/config").json()["spec"]
+    port = free_port()
+    app = {
+        "name": "tail",
+        "bind": f"0.0.0.0:{port}",
+        "stable": "blue",
+        "check": {"path": "/healthz", "inter_ms": "200ms", "rise": 2, "fall": 2},
+        "colors": [
+            {"name": color, "servers": [{"name": "s1", "host": "127.0.0.1", "port": b.port}]}
+            for color, b in color_servers.items()
+            if color in ("blue", "green")
+        ],
+    }
+    green = color_servers["green"].url
+    try:
+        reply = fleet.api(
+            "PUT", "/config", {"spec": {**original, "apps": [*original["apps"], app]}}
+        )
+        assert reply.status_code == 200, reply.text
+        wait_for(
+            lambda: fleet.api("GET", "/apps/tail").json(),
+            until=lambda s: all(
+                n["status"] == "UP"
+                for c in s["colors"]
+                for server in c["servers"]
+                for n in server["nodes"].values()
+            ),
+            timeout=15,
+            what="tail UP on every node",
+        )
+        assert httpx.post(f"{green}/_fault", json={"status": None, "delay_ms": 150}).is_success
+        loads = [
+            run_load_in_thread(
+                fleet.agents[i].address, port, duration=4, concurrency=6, max_seconds=60
+            )
+            for i in (0, 1)
+        ]
+        plan = {
+            "to": "green",
+            "smoke": False,
+            "analysis": {
+                "tick_ms": 250,
+                "min_requests": 20,
+                "max_mean_response_ms": None,
+                "max_response_vs_stable": None,
+                "max_p99_response_ms": 100,
+            },
+            "steps": [{"weight": 50}, {"pause": "30s"}, {"weight": 100}],
+        }
+        reply = fleet.api("POST", "/apps/tail/releases", {"plan": plan})
+        assert reply.status_code == 200, reply.text
+        record = wait_for(
+            lambda: next(
+                r
+                for r in fleet.api("GET", "/apps/tail/releases").json()
+                if r["to_color"] == "green"
+            ),
+            until=lambda r: r["phase"] in {"rolled_back", "failed", "completed"},
+            timeout=30,
+            what="the tail release to end",
+        )
+        reports = [load.result(timeout=90) for load in loads]
+        assert record["phase"] == "rolled_back", record["steps"]
+        reason = next(e for e in record["steps"] if e["name"] == "rollback")
+        assert "p99 response" in reason["message"]
+        assert "5xx" not in reason["message"]
+        readings = reason["readings"]
+        assert readings["source"] == "log"
+        assert readings["checks"]["p99_response"] == "fail"
+        assert readings["log"]["p99_ms"] >= 140
+        assert readings["log"]["requests"] >= 20
+        assert readings["baseline_log"]["p99_ms"] < 100
+        for report in reports:
+            assert report.failures == [], report.summary()
+        for index in range(len(fleet.agents)):
+            assert colors_seen(fleet, index, port, n=20) == Counter({"blue": 20})
+    finally:
+        httpx.delete(f"{green}/_fault")
+        fleet.api("PUT", "/config", {"spec": original})
+
+
 def test_metrics_and_named_tokens_in_a_fleet(fleet: LocalFleet, shop_port: int) -> None:
     """/metrics names every node's applied revision and servers; a named token lives in etcd."""
     from prometheus_client.parser import text_string_to_metric_families
