@@ -159,6 +159,7 @@ def test_invalid_yaml_file_rejected(server: Server, shop: dict[str, Any], tmp_pa
     result = server.cli("apply", "-f", str(bad))
     assert result.returncode == 2
     assert "apps" in result.stderr
+    assert f"{bad}: request is not valid" in result.stderr  # the server judged; the file named
     assert snapshot(server) == before
 
 

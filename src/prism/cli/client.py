@@ -128,7 +128,8 @@ class ApiClient:
             self._headers["Authorization"] = f"Bearer {target.token}"
 
     def request(self, method: str, path: str, body: Any = None) -> Any:
-        payload = b"" if body is None else json.dumps(body).encode()
+        # default=str: a YAML date or the like goes as text, for the server to judge
+        payload = b"" if body is None else json.dumps(body, default=str).encode()
         head = [f"{method} {self._base}{path} HTTP/1.1", f"Host: {self._authority}"]
         head += [f"{name}: {value}" for name, value in self._headers.items()]
         if body is not None:

@@ -6,9 +6,10 @@ Commands that call the API are synchronous (:meth:`Ctx.call`); only the daemons
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn, ParamSpec, TypeVar
 from urllib.parse import quote
@@ -23,6 +24,7 @@ __all__ = [
     "handles_errors",
     "json_option",
     "load_yaml_file",
+    "naming_file",
     "pass_ctx",
     "path",
     "run",
@@ -82,6 +84,17 @@ class Ctx:
 
 pass_ctx = click.make_pass_decorator(Ctx)
 json_option = click.option("--json", "as_json", is_flag=True, help="print the API's JSON answer")
+
+
+@contextlib.contextmanager
+def naming_file(file: Path | None) -> Iterator[None]:
+    """Prefix a refusal of what ``file`` held (InvalidInput) with the file's name."""
+    try:
+        yield
+    except InvalidInput as exc:
+        if file is not None:
+            exc.message = f"{file}: {exc.message}"
+        raise
 
 
 def load_yaml_file(path: Path) -> Any:

@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import itertools
 import re
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic.json_schema import JsonSchemaValue
 
-from prism import names
 from prism.core.model import DurationMs, Name, _Frozen, json_pattern, parse_duration_ms
 
 __all__ = [
@@ -38,7 +37,6 @@ __all__ = [
     "Step",
     "Webhook",
     "WeightStep",
-    "plan_from_flags",
 ]
 
 #: The most ticks one analysis window may span (the record keeps one sample per tick).
@@ -210,36 +208,3 @@ class ReleasePlan(_Frozen):
     @property
     def final_weight(self) -> int:
         return [s.weight for s in self.steps if isinstance(s, WeightStep)][-1]
-
-
-def plan_from_flags(
-    to: str,
-    steps: str | None,
-    interval: str | None,
-    *,
-    manual: bool = False,
-    analysis: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """``--steps 5,25,50,100 --interval 30s`` as plan data: weight, pause, weight, ... .
-
-    With ``manual`` every pause waits for promote instead of a timer.
-    """
-    if steps is None:
-        weights = [100]
-    else:
-        try:
-            weights = [int(part) for part in steps.split(",")]
-        except ValueError:
-            raise ValueError(
-                "--steps is a comma-separated list of weights, e.g. 5,25,50,100"
-            ) from None
-    pause: int | str = "manual" if manual else parse_duration_ms(interval or "30s")
-    plan_steps: list[dict[str, Any]] = []
-    for index, weight in enumerate(weights):
-        plan_steps.append({"weight": weight})
-        if index < len(weights) - 1:
-            plan_steps.append({"pause": pause})
-    data: dict[str, Any] = {"to": names.check(names.NAME, to, "color"), "steps": plan_steps}
-    if analysis:
-        data["analysis"] = analysis
-    return data
