@@ -247,6 +247,38 @@ def test_prism_restart_adopts_haproxy_and_keeps_routing(
                 os.kill(haproxy_pid, signal.SIGKILL)
 
 
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, exited but not yet reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def test_sigterm_stops_prism_with_its_haproxy_and_its_announcement(state_dir: object) -> None:
+    """SIGTERM (what a service manager sends) runs Prism's own shutdown: with
+    --stop-haproxy its HAProxy stops, server.json goes, and the exit status is 0."""
+    from pathlib import Path
+
+    from tests.conftest import run_server
+
+    assert isinstance(state_dir, Path)
+    with run_server(state_dir) as server:
+        haproxy = server.haproxy_pid
+        assert haproxy is not None
+        assert _running(haproxy)
+        assert (state_dir / "server.json").exists()
+        assert server.process.stop(timeout=15) == 0  # SIGTERM, then a wait
+        wait_for(
+            lambda: _running(haproxy),
+            until=lambda running: not running,
+            timeout=10,
+            what="HAProxy to stop with Prism",
+        )
+        assert not (state_dir / "server.json").exists()
+
+
 def test_a_map_edited_behind_prisms_back_is_restored(
     state_dir: object, color_backends: dict[str, Backend]
 ) -> None:

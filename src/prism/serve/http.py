@@ -11,12 +11,13 @@ the bearer token would cross the network in the clear.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import ipaddress
 import json
 import os
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,7 +125,7 @@ async def serve_forever(
             ssl_keyfile=str(options.tls_key) if options.tls_key else None,
             server_header=False,
         )
-        server = uvicorn.Server(config)
+        server = _Server(config)
         info = {"url": url, "state_dir": str(prism.paths.root), "pid": os.getpid()}
         write_atomic(announce, json.dumps(info) + "\n", mode=0o600)
         try:
@@ -134,6 +135,26 @@ async def serve_forever(
                 await _serve_then(server, prism, url, on_ready)
         finally:
             remove(announce)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, except that the signal that stopped it is not raised again.
+
+    uvicorn re-raises SIGINT or SIGTERM once it has shut down, so that the process
+    ends as the signal says. For SIGTERM that ends the process then and there,
+    before Prism's own shutdown (stopping HAProxy with ``--stop-haproxy``, closing
+    the store, removing ``server.json``), which runs after :meth:`serve` returns.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                captured = getattr(self, "_captured_signals", None)
+                if isinstance(captured, list):
+                    captured.clear()
 
 
 async def _serve_then(
