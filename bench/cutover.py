@@ -273,8 +273,8 @@ def _report(
         "(seed 001 sleeps 1 s) — the servers are already UP, so its first poll passes and "
         "the sleep only delays its return, not its cutover. Prism's call runs the health "
         "gate and a smoke request through its listener to the new color, saves the release "
-        "and the new routing (fsync'd), writes the map file (fsync'd), sends the map change "
-        "and reads it back; it returns after the drain of the old color.\n\n"
+        "and the new routing (fsync'd), writes the map file, sends the map change (then "
+        "fsyncs the file) and reads it back; it returns after the drain of the old color.\n\n"
         + table(
             ["method", "n", "p50 ms", "p99 ms", "call returns after, p50 ms"],
             rows,
