@@ -218,7 +218,9 @@ def test_cli_register_keeps_it_alive_and_ctrl_c_deregisters(
             )
             raise AssertionError("r1 left while its registrar was renewing it")
         child.send_signal(signal.SIGINT)
-        _, errors = child.communicate(timeout=15)
+        # Deregistering drains and deletes the server: bounded by the app's drain
+        # timeout (5 s) and the 30 s HAProxy gets to let go of its connections.
+        _, errors = child.communicate(timeout=45)
     finally:
         if child.poll() is None:
             child.kill()
