@@ -209,9 +209,9 @@ class SessionTransport:
 
     async def request(self, text: str) -> str:
         """Send one command and return HAProxy's whole reply (as a one-shot gets it)."""
-        data = _encode(text)
         if "\n" in text or self._closed or (not self._free and self._open >= self.sessions):
             return await self.oneshot.request(text)
+        data = _encode(text)
         retry = text.startswith(("show ", "get "))
         while True:
             session = await self._take()

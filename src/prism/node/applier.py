@@ -372,8 +372,7 @@ class Applier:
                 written.append(path)
                 operations.append(await self._map_change(path, name, change))
         finally:
-            for path in written:
-                sync(path)
+            sync(*written)
         return operations
 
     async def _map_change(self, path: Path, name: str, change: MapChange) -> str:

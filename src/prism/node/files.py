@@ -34,25 +34,25 @@ def write_atomic(path: Path, text: str, *, mode: int = 0o644, durable: bool = Tr
             os.unlink(tmp)
         raise
     if durable:
-        _sync_dir(path.parent)
+        _fsync(path.parent)
 
 
-def sync(path: Path) -> None:
-    """Make ``path``'s content and its name in its directory survive a power cut."""
+def sync(*paths: Path) -> None:
+    """Make each file's content, and its name in its directory, survive a power cut
+    (a directory shared by several of them is fsynced once)."""
+    for path in paths:
+        _fsync(path)
+    for directory in dict.fromkeys(path.parent for path in paths):
+        _fsync(directory)
+
+
+def _fsync(path: Path) -> None:
+    """fsync a file or a directory by its path."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-    _sync_dir(path.parent)
-
-
-def _sync_dir(directory: Path) -> None:
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def read_text(path: Path) -> str | None:
