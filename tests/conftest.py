@@ -22,6 +22,8 @@ from typing import Any
 import httpx
 import pytest
 
+from prism.errors import HAProxyNotFound
+from prism.haproxy.binary import HAProxyBinary, find_haproxy
 from prism.haproxy.parsers import parse_servers_conn, parse_show_stat
 from prism.node.paths import StatePaths
 from prism.testing.processes import (
@@ -276,3 +278,12 @@ def wait_in_flight(server: Server, backend: str, timeout: float = 10) -> None:
         interval=0.02,
         what=f"a request in flight on {backend}",
     )
+
+
+@pytest.fixture(scope="session")
+def binary() -> HAProxyBinary:
+    """The HAProxy under test; the module is skipped without one."""
+    try:
+        return find_haproxy()
+    except HAProxyNotFound as exc:
+        pytest.skip(f"no usable HAProxy: {exc}")

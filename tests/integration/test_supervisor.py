@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from prism.errors import ConfigRejected, HAProxyError, HAProxyNotFound
-from prism.haproxy.binary import HAProxyBinary, find_haproxy
+from prism.errors import ConfigRejected, HAProxyError
+from prism.haproxy.binary import HAProxyBinary
 from prism.haproxy.master import MasterClient, unix_exchange
 from prism.haproxy.supervisor import Supervisor
 from prism.node.paths import StatePaths
@@ -23,15 +23,6 @@ from prism.testing.wait import eventually
 pytestmark = pytest.mark.haproxy
 
 BROKEN = "    http-request bogus-action\n"
-
-
-@pytest.fixture(scope="module")
-def binary() -> HAProxyBinary:
-    """The HAProxy under test; the module is skipped without one."""
-    try:
-        return find_haproxy()
-    except HAProxyNotFound as exc:
-        pytest.skip(f"no usable HAProxy: {exc}")
 
 
 def free_port() -> int:

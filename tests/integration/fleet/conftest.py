@@ -43,12 +43,14 @@ def fleet_spec(port: int, servers: dict[str, Backend], **app: Any) -> dict[str, 
     return {"apps": [base]}
 
 
-def wait_fleet_up(fleet: LocalFleet, colors: list[str], timeout: float = 20) -> None:
-    """Poll until every server of ``colors`` is exactly UP on every live node."""
+def wait_fleet_up(
+    fleet: LocalFleet, colors: list[str], timeout: float = 20, *, app: str = "shop"
+) -> None:
+    """Poll until every server of ``colors`` of ``app`` is exactly UP on every live node."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
-        last = fleet.api("GET", "/apps/shop").json()
+        last = fleet.api("GET", f"/apps/{app}").json()
         statuses = [
             node["status"]
             for color in last["colors"]

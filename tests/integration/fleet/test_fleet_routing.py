@@ -18,6 +18,7 @@ from prism.testing.fleet import LocalFleet
 from prism.testing.load import run_load_in_thread
 from prism.testing.processes import Backend, BackendSpec, backends, free_port
 from prism.testing.wait import wait_for
+from tests.integration.fleet.conftest import wait_fleet_up
 
 pytestmark = [pytest.mark.haproxy, pytest.mark.etcd]
 
@@ -320,17 +321,7 @@ def test_a_canary_slow_on_every_node_is_rolled_back_by_the_fleets_p99(
             "PUT", "/config", {"spec": {**original, "apps": [*original["apps"], app]}}
         )
         assert reply.status_code == 200, reply.text
-        wait_for(
-            lambda: fleet.api("GET", "/apps/tail").json(),
-            until=lambda s: all(
-                n["status"] == "UP"
-                for c in s["colors"]
-                for server in c["servers"]
-                for n in server["nodes"].values()
-            ),
-            timeout=15,
-            what="tail UP on every node",
-        )
+        wait_fleet_up(fleet, ["blue", "green"], timeout=15, app="tail")
         assert httpx.post(f"{green}/_fault", json={"status": None, "delay_ms": 150}).is_success
         loads = [
             run_load_in_thread(

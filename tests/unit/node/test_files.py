@@ -50,3 +50,11 @@ def test_a_deferred_write_replaces_at_once_and_sync_makes_it_durable(
 def test_sync_of_a_missing_file_raises(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         files.sync(tmp_path / "missing.map")
+
+
+def test_sync_fsyncs_a_shared_directory_once(tmp_path: Path, fsyncs: list[str]) -> None:
+    first, second = tmp_path / "a.map", tmp_path / "b.map"
+    for target in (first, second):
+        files.write_atomic(target, "x\n", durable=False)
+    files.sync(first, second)
+    assert fsyncs == ["file", "file", "dir"]
